@@ -1,0 +1,40 @@
+# The README's two commands:  `make demo`  and  `make test`.
+# Both set up a virtual environment inside the checkout first (idempotent: a second run takes seconds).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup demo test system-deps bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[all]"
+	# torchattacks is a test-only peer; --no-deps keeps it from replacing our CPU torch.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt torchattacks
+	touch $(STAMP)
+
+## Main job on the embedded default data (DEMO_SERVE=0 exits instead of serving).
+demo: setup
+	$(BIN)/python scripts/demo.py
+
+## Whole test suite: unit, database (SQLite + PostgreSQL), browser (Chromium).
+test: setup system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+system-deps:
+	bash scripts/ensure-system-deps.sh
+
+bench: setup
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+## Re-pin constraints.txt from the current environment.
+lock: setup
+	{ echo "# Pinned versions for every install (make setup uses: pip install -c constraints.txt)."; \
+	  echo "# Regenerate: make lock.  torch 2.13.0 is the CPU build that lies on these machines' disk."; \
+	  $(BIN)/pip freeze --exclude-editable | sed 's/+cpu//'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Jinja templates of the study app; installed as the `study_templates` package (see pyproject.toml)."""
