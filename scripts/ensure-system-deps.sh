@@ -6,6 +6,8 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+# R with lme4 and ordinal: the analysis tests cross-check glmer / clmm against the Python models.
+Rscript -e 'suppressMessages({library(lme4); library(ordinal)})' >/dev/null 2>&1 || missing+=(r-cran-lme4 r-cran-ordinal)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
