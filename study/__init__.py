@@ -1,12 +1,12 @@
 """The study server: the participant's session and the researcher's side of a running study.
 
-`study` owns the database (Flask-SQLAlchemy; SQLite by default, PostgreSQL by URL), importing a
-stimulus set that follows `contracts/stimulus_manifest.v1.schema.json`, the participant pages
-(templates in the top-level `templates/` folder), assignment of stimuli to participants, storing
-every answer the moment it is given, panels (Prolific, MTurk, plain link), the dashboard and the
-exports. The `responses_long` view and its CSV export (`contracts/response_row.v1.schema.json`)
-are all it promises to the analysis. Start it with `flask --app study run` or
-`gunicorn 'study:create_app()'`.
+`study` owns the database (Flask-SQLAlchemy; SQLite by default, PostgreSQL by URL; schema under
+Alembic migrations in study/migrations), importing a stimulus set that follows
+`contracts/stimulus_manifest.v1.schema.json`, the participant pages (templates in the top-level
+`templates/` folder, one vanilla-JS module in study/static), balanced assignment of stimulus
+lists, and storing every answer the moment it is given. The `responses_long` view and its CSV
+export (`contracts/response_row.v1.schema.json`) are all it promises to the analysis. Start it
+with `flask --app study run` or `gunicorn 'study:create_app()'`.
 """
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask_migrate import Migrate
 
-from study.db import db
+from study.db import configure_engine, db
+
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def templates_dir() -> str:
@@ -33,14 +36,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI=os.environ.get(
             "STUDY_DATABASE_URL", f"sqlite:///{Path(app.instance_path) / 'study.sqlite'}"
         ),
+        # An answer is a few hundred bytes; refuse anything much larger before parsing it.
+        MAX_CONTENT_LENGTH=64 * 1024,
     )
     if test_config:
         app.config.update(test_config)
 
     db.init_app(app)
+    Migrate(app, db, directory=str(MIGRATIONS))
+    with app.app_context():
+        configure_engine(db.engine)
 
-    from study import cli, views
+    from study import api, cli, participant, views
 
     app.register_blueprint(views.bp)
+    app.register_blueprint(participant.bp)
+    app.register_blueprint(api.bp)
     cli.register(app)
     return app

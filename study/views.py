@@ -1,15 +1,18 @@
-"""Pages and endpoints served to everyone (health check, landing page)."""
+"""Pages and endpoints served to everyone (health check, landing page) and the error pages."""
 from flask import Blueprint, jsonify, render_template
-from sqlalchemy import text
+from sqlalchemy import select, text
+from werkzeug.exceptions import HTTPException
 
 from study.db import db
+from study.models import Study
 
 bp = Blueprint("site", __name__)
 
 
 @bp.get("/")
 def index():
-    return render_template("index.html")
+    studies = db.session.scalars(select(Study).where(Study.is_open).order_by(Study.id)).all()
+    return render_template("index.html", studies=studies)
 
 
 @bp.get("/healthz")
@@ -17,3 +20,15 @@ def healthz():
     """Liveness plus a round trip to the database, so a deploy check catches a bad DATABASE_URL."""
     db.session.execute(text("SELECT 1"))
     return jsonify(status="ok", database=db.engine.dialect.name)
+
+
+@bp.app_template_filter("paragraphs")
+def paragraphs(text_block: str) -> list[str]:
+    """Config texts are plain text; blank lines separate paragraphs (rendered autoescaped)."""
+    return [p.strip() for p in text_block.strip().split("\n\n") if p.strip()]
+
+
+@bp.app_errorhandler(HTTPException)
+def error_page(exc: HTTPException):
+    """Readable pages for every 4xx/5xx, in plain words."""
+    return render_template("message.html", title=exc.name, message=exc.description), exc.code

@@ -1,0 +1,91 @@
+"""JSON endpoints the trial page posts to: answers, completion, device details.
+
+They take only `application/json` bodies: a cross-site form cannot send that content type
+without a CORS preflight, which this server never grants, so together with the session token in
+the URL this is the CSRF defence for the JSON side. Errors are JSON `{"error": "..."}` with a 4xx
+status the page can show; nothing is partially written (each request is one transaction).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from study.answers import ANSWERABLE_STATES, AnswerError, missing_trials, record_answer
+from study.config import config_from_dict
+from study.db import db, utcnow
+from study.participant import home_url, load_session
+from study.security import session_token
+
+bp = Blueprint("api", __name__)
+
+
+@bp.errorhandler(HTTPException)
+def json_error(exc: HTTPException):
+    return jsonify(error=exc.description), exc.code
+
+
+def json_body() -> Any:
+    if not request.is_json:
+        abort(415, "send a JSON body with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        abort(400, "the body is not valid JSON")
+    return body
+
+
+@bp.post("/s/<token>/answers")
+def answers(token: str):
+    payload = json_body()
+    session = load_session(token, write=True)
+    try:
+        created = record_answer(session, payload, utcnow())
+    except AnswerError as exc:
+        db.session.rollback()
+        ended = {"next": home_url(session)} if session.state not in ANSWERABLE_STATES else {}
+        return jsonify(error=str(exc), **ended), exc.status
+    db.session.commit()
+    body = {"ok": True, "trial_index": payload["trial_index"], "duplicate": not created}
+    if session.state not in ANSWERABLE_STATES:  # e.g. screened out by this answer
+        body["next"] = home_url(session)
+    return jsonify(body), 201 if created else 200
+
+
+@bp.post("/s/<token>/complete")
+def complete(token: str):
+    """Issue the completion code, but only once the server holds every answer of the plan."""
+    json_body()
+    session = load_session(token, write=True)
+    if session.state != "completed":
+        if session.state not in ANSWERABLE_STATES:
+            return jsonify(error=f"this session is {session.state.replace('_', ' ')}", next=home_url(session)), 409
+        missing = missing_trials(session)
+        if missing:
+            return jsonify(error=f"{len(missing)} answer(s) have not reached the server yet", missing=missing), 409
+        session.completion_code = config_from_dict(session.study.config).completion.code
+        session.move_to("completed")
+        db.session.commit()
+    return jsonify(ok=True, next=url_for("participant.debrief", token=session_token(session.public_id)))
+
+
+ENVIRONMENT_FIELDS = {"viewport_width": (int, 1, 20000), "viewport_height": (int, 1, 20000),
+                      "device_pixel_ratio": (float, 0.1, 10.0), "frame_ms": (float, 1.0, 1000.0)}
+
+
+@bp.post("/s/<token>/environment")
+def environment(token: str):
+    """Viewport, device pixel ratio and estimated frame period, stored once per page load."""
+    body = json_body()
+    if not isinstance(body, dict) or set(body) != set(ENVIRONMENT_FIELDS):
+        abort(422, f"send exactly these fields: {', '.join(ENVIRONMENT_FIELDS)}")
+    for name, (kind, lo, hi) in ENVIRONMENT_FIELDS.items():
+        value = body[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi \
+                or (kind is int and value != int(value)):
+            abort(422, f"{name} must be a number from {lo} to {hi}")
+    session = load_session(token, write=True)
+    for name, (kind, _lo, _hi) in ENVIRONMENT_FIELDS.items():
+        setattr(session, name, kind(body[name]))
+    db.session.commit()
+    return jsonify(ok=True)

@@ -1,0 +1,187 @@
+"""The study config (TOML): texts, task wording, rating scale, trial counts, lease, target.
+
+`load_config(path)` returns a `StudyConfig` or raises `ConfigError` listing every problem in one
+message, so a researcher fixes a config in one round. Unknown keys are errors: a typo must not
+silently fall back to a default. `study/default_study.toml` documents every key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.models import CONDITIONS, TASKS
+
+DEFAULT_CONFIG = Path(__file__).with_name("default_study.toml")
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    def __init__(self, where: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{where}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    question: str = "How much does this look like a genuine handwritten {digit}?"
+    min: int = 1
+    max: int = 5
+    anchors: dict[str, str] = field(default_factory=lambda: {"1": "Not at all", "5": "Completely"})
+
+
+@dataclass(frozen=True)
+class Texts:
+    consent: str
+    instructions: str
+    debrief: str
+    preview: str = "You will see images of handwritten digits and answer questions about each one."
+
+
+@dataclass(frozen=True)
+class Completion:
+    code: str
+    declined_code: str
+    screened_out_code: str = ""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    id: str
+    title: str
+    texts: Texts
+    completion: Completion
+    estimated_minutes: int = 10
+    target_participants: int = 30
+    trials_per_participant: int | None = None  # images in the main block; None = (nearly) one per source
+    conditions: tuple[str, ...] | None = None  # None = every condition the stimulus set has
+    tasks: tuple[str, ...] = ("label", "rate")  # questions per image, in this order
+    catch_rate: float = 0.1  # catch images per main-block image
+    practice_trials: int = 3
+    break_every: int = 0  # offer a break after this many images; 0 = never
+    lease_minutes: float = 30.0
+    screen_out_after_catch_failures: int = 0  # 0 = never screen out
+    seed: int = 0  # fixes how sources are split into lists
+    label_question: str = "Which digit is this?"
+    rating: RatingScale = field(default_factory=RatingScale)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TOP = {"id", "title", "estimated_minutes", "target_participants", "trials_per_participant", "conditions", "tasks",
+        "catch_rate", "practice_trials", "break_every", "lease_minutes", "screen_out_after_catch_failures", "seed",
+        "texts", "label", "rate", "completion"}
+
+
+def _unknown(table: dict[str, Any], allowed: set[str], where: str) -> list[str]:
+    return [f"unknown key {where}{k!r}" for k in sorted(set(table) - allowed)]
+
+
+def _typed(table: dict[str, Any], key: str, kind: type | tuple[type, ...], problems: list[str], where: str = "") -> Any:
+    value = table.get(key)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        problems.append(f"{where}{key} must be {names}, not {value!r}")
+        return None
+    return value
+
+
+def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfig:
+    problems = _unknown(raw, _TOP, "")
+    texts = raw.get("texts", {})
+    label = raw.get("label", {})
+    rate = raw.get("rate", {})
+    completion = raw.get("completion", {})
+    problems += _unknown(texts, {"consent", "instructions", "debrief", "preview"}, "texts.")
+    problems += _unknown(label, {"question"}, "label.")
+    problems += _unknown(rate, {"question", "min", "max", "anchors"}, "rate.")
+    problems += _unknown(completion, {"code", "declined_code", "screened_out_code"}, "completion.")
+
+    for key in ("id", "title"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            problems.append(f"{key} is required (a non-empty string)")
+    if isinstance(raw.get("id"), str) and raw["id"] and not SLUG.match(raw["id"]):
+        problems.append(f"id {raw['id']!r} may use only letters, digits, '.', '_' and '-' (at most 64)")
+    for key in ("consent", "instructions", "debrief"):
+        if not isinstance(texts.get(key), str) or not texts[key].strip():
+            problems.append(f"texts.{key} is required (a non-empty string)")
+    for key in ("code", "declined_code"):
+        if not isinstance(completion.get(key), str) or not completion[key].strip():
+            problems.append(f"completion.{key} is required (a non-empty string)")
+
+    ints = {k: _typed(raw, k, int, problems) for k in ("estimated_minutes", "target_participants", "trials_per_participant",
+                                                        "practice_trials", "break_every", "screen_out_after_catch_failures", "seed")}
+    for k in ("estimated_minutes", "target_participants", "trials_per_participant"):
+        if ints[k] is not None and ints[k] < 1:
+            problems.append(f"{k} must be at least 1")
+    for k in ("practice_trials", "break_every", "screen_out_after_catch_failures"):
+        if ints[k] is not None and ints[k] < 0:
+            problems.append(f"{k} must not be negative")
+    catch_rate = _typed(raw, "catch_rate", (int, float), problems)
+    if catch_rate is not None and not 0 <= catch_rate <= 0.5:
+        problems.append(f"catch_rate must be between 0 and 0.5, not {catch_rate}")
+    lease = _typed(raw, "lease_minutes", (int, float), problems)
+    if lease is not None and lease <= 0:
+        problems.append("lease_minutes must be positive")
+
+    conditions = raw.get("conditions")
+    if conditions is not None:
+        if not isinstance(conditions, list) or not conditions or len(set(conditions)) != len(conditions):
+            problems.append("conditions must be a non-empty list without repeats")
+        else:
+            problems += [f"unknown condition {c!r} (known: {', '.join(CONDITIONS)})" for c in conditions if c not in CONDITIONS]
+    tasks = raw.get("tasks", ["label", "rate"])
+    if not isinstance(tasks, list) or not tasks or len(set(tasks)) != len(tasks) or any(t not in TASKS for t in tasks):
+        problems.append(f"tasks must list 'label' and/or 'rate' once each, in the order asked, not {tasks!r}")
+
+    scale_min = _typed(rate, "min", int, problems, "rate.")
+    scale_max = _typed(rate, "max", int, problems, "rate.")
+    lo, hi = scale_min if scale_min is not None else 1, scale_max if scale_max is not None else 5
+    if not 2 <= hi - lo + 1 <= 9:
+        problems.append(f"the rating scale rate.min..rate.max must have 2 to 9 points (one key each), not {lo}..{hi}")
+    anchors = rate.get("anchors", RatingScale().anchors if (lo, hi) == (1, 5) else {})
+    if not isinstance(anchors, dict) or any(not str(k).lstrip("-").isdigit() or not lo <= int(k) <= hi for k in anchors):
+        problems.append(f"rate.anchors must map scale points within {lo}..{hi} to labels")
+    question = rate.get("question", RatingScale.question)
+    if not isinstance(question, str) or "{digit}" not in question:
+        problems.append("rate.question must contain {digit}, where the target digit is shown")
+
+    if problems:
+        raise ConfigError(where, problems)
+    given = {k: v for k, v in ints.items() if v is not None}
+    if catch_rate is not None:
+        given["catch_rate"] = float(catch_rate)
+    if lease is not None:
+        given["lease_minutes"] = float(lease)
+    return StudyConfig(
+        id=raw["id"], title=raw["title"],
+        texts=Texts(**texts), completion=Completion(**completion),
+        conditions=tuple(conditions) if conditions else None, tasks=tuple(tasks),
+        label_question=label.get("question", StudyConfig.label_question),
+        rating=RatingScale(question=question, min=lo, max=hi, anchors={str(k): v for k, v in anchors.items()}),
+        **given,
+    )
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML ({exc})"]) from None
+    return parse_config(raw, str(path))
+
+
+def config_from_dict(data: dict[str, Any]) -> StudyConfig:
+    """Rebuild the config stored with a study (`StudyConfig.as_dict()` output)."""
+    return StudyConfig(
+        **{**data, "texts": Texts(**data["texts"]), "completion": Completion(**data["completion"]),
+           "rating": RatingScale(**data["rating"]), "tasks": tuple(data["tasks"]),
+           "conditions": tuple(data["conditions"]) if data["conditions"] else None}
+    )

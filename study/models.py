@@ -1,0 +1,189 @@
+"""Tables: study, stimulus, assignment list, participant session (a state machine), answer.
+
+Answers are append-only: one row per response, unique on (session, trial index), carrying the
+client's id so a retried post is recognised instead of stored twice. Nothing ever updates or
+deletes an answer. The `responses_long` view (see migrations) joins these tables into the
+response contract.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from study.db import db, utcnow
+
+CONDITIONS = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform", "clean")
+TASKS = ("label", "rate")
+
+# Session states in the order a participant normally passes them, then the endings.
+ACTIVE_STATES = ("assigned", "instructed", "in_task")
+STATES = ("consented", *ACTIVE_STATES, "completed", "declined", "withdrawn", "screened_out", "timed_out")
+# Only the server moves a session, and only along these edges. A timed-out participant who comes
+# back may carry on (late answers are kept and logged: the timed_out_at stamp stays).
+TRANSITIONS: dict[str, set[str]] = {
+    "consented": {"assigned", "withdrawn"},
+    "assigned": {"instructed", "withdrawn", "timed_out"},
+    "instructed": {"in_task", "completed", "withdrawn", "timed_out", "screened_out"},
+    "in_task": {"completed", "withdrawn", "timed_out", "screened_out"},
+    "timed_out": {"instructed", "in_task", "completed", "withdrawn", "screened_out"},
+    "completed": {"withdrawn"},
+    "screened_out": {"withdrawn"},
+    "declined": set(),
+    "withdrawn": set(),
+}
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+class Study(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_sha256: Mapped[str] = mapped_column(String(64))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    # Copied out of the config because SQL needs them: the view reports the scale, assignment
+    # counts leases and the target.
+    rating_min: Mapped[int] = mapped_column(Integer)
+    rating_max: Mapped[int] = mapped_column(Integer)
+    target_participants: Mapped[int] = mapped_column(Integer)
+    lease_seconds: Mapped[int] = mapped_column(Integer)
+    is_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    stimuli: Mapped[list[Stimulus]] = relationship(back_populates="study", order_by="Stimulus.id")
+    lists: Mapped[list[AssignmentList]] = relationship(back_populates="study", order_by="AssignmentList.position")
+
+
+class Stimulus(db.Model):
+    __table_args__ = (UniqueConstraint("study_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    key: Mapped[str] = mapped_column(String(128))  # the manifest's stimulus id
+    # The image URL uses this random id, never the manifest id or file name, which may name the
+    # condition: participants stay blind to the model.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    file: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    image: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    source_id: Mapped[str] = mapped_column(String(128))
+    condition: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(16))
+    model_id: Mapped[str | None] = mapped_column(String(128))
+    attack: Mapped[str | None] = mapped_column(String(32))
+    true_label: Mapped[int] = mapped_column(Integer)
+    target_label: Mapped[int | None] = mapped_column(Integer)
+    norm_l0: Mapped[float] = mapped_column(Float)
+    norm_l2: Mapped[float] = mapped_column(Float)
+    norm_linf: Mapped[float] = mapped_column(Float)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)  # the whole manifest entry
+
+    study: Mapped[Study] = relationship(back_populates="stimuli")
+
+    @property
+    def rated_digit(self) -> int:
+        """The digit the legitimacy question names: the attack's target (clean controls carry
+        their source's), or the true label for practice and catch images, which have none."""
+        return self.target_label if self.target_label is not None else self.true_label
+
+
+class AssignmentList(db.Model):
+    """One Latin-square cell: the experimental stimuli a participant in this cell sees."""
+
+    __table_args__ = (UniqueConstraint("study_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(32))
+    stimulus_ids: Mapped[list[int]] = mapped_column(JSON)
+
+    study: Mapped[Study] = relationship(back_populates="lists")
+
+
+class ParticipantSession(db.Model):
+    __tablename__ = "participant_session"
+    __table_args__ = (
+        UniqueConstraint("study_id", "participant_hash"),  # one session per participant per study
+        Index("ix_session_study_state", "study_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The session_id of exports. The URL token is this id signed with the server's secret
+    # (study.security), so the database alone does not let anyone answer in a participant's name.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    participant_hash: Mapped[str] = mapped_column(String(64))
+    panel: Mapped[str] = mapped_column(String(16))
+    # Raw panel ids (Prolific PID, MTurk worker/assignment ids): kept only here, for payment.
+    panel_ids: Mapped[dict[str, str]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    consent_version: Mapped[str | None] = mapped_column(String(64))
+    assignment_list_id: Mapped[int | None] = mapped_column(ForeignKey("assignment_list.id"))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    # The session's answer slots in order: [stimulus pk, task, block, is_catch] per trial index.
+    plan: Mapped[list[list[Any]] | None] = mapped_column(JSON)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    catch_failed: Mapped[int] = mapped_column(Integer, default=0)
+    is_bot: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_pilot: Mapped[bool] = mapped_column(Boolean, default=False)
+    completion_code: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    viewport_width: Mapped[int | None] = mapped_column(Integer)
+    viewport_height: Mapped[int | None] = mapped_column(Integer)
+    device_pixel_ratio: Mapped[float | None] = mapped_column(Float)
+    frame_ms: Mapped[float | None] = mapped_column(Float)
+
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    consented_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    declined_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    assigned_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    instructed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    in_task_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    screened_out_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    timed_out_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    # Joined: every participant request needs the study's config with the session.
+    study: Mapped[Study] = relationship(lazy="joined")
+    assignment_list: Mapped[AssignmentList | None] = relationship()
+
+    def move_to(self, state: str, now: dt.datetime | None = None) -> None:
+        """Change state along an allowed edge and stamp the transition time."""
+        if state not in TRANSITIONS[self.state]:
+            raise InvalidTransition(f"a {self.state} session cannot become {state}")
+        self.state = state
+        setattr(self, f"{state}_at", now or utcnow())
+
+    def touch(self, now: dt.datetime) -> None:
+        """Record activity and extend the lease that keeps this session's place in its list."""
+        self.last_seen_at = now
+        self.lease_expires_at = now + dt.timedelta(seconds=self.study.lease_seconds)
+
+
+class Answer(db.Model):
+    __table_args__ = (UniqueConstraint("session_id", "trial_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("participant_session.id"))
+    trial_index: Mapped[int] = mapped_column(Integer)
+    client_id: Mapped[str] = mapped_column(String(64))
+    stimulus_id: Mapped[int] = mapped_column(ForeignKey("stimulus.id"))
+    task: Mapped[str] = mapped_column(String(8))
+    block: Mapped[str] = mapped_column(String(16))
+    is_practice: Mapped[bool] = mapped_column(Boolean)
+    is_catch: Mapped[bool] = mapped_column(Boolean)
+    response_label: Mapped[int | None] = mapped_column(Integer)
+    response_rating: Mapped[int | None] = mapped_column(Integer)
+    rt_ms: Mapped[float] = mapped_column(Float)
+    presented_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    responded_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime)

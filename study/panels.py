@@ -1,0 +1,65 @@
+"""Panel adapters: read who the participant is from the entry URL (Prolific, MTurk, plain link).
+
+A missing MTurk worker id or `assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE` means MTurk is showing a
+preview; `?preview=1` asks for the same on any panel. A preview renders the study description and
+writes nothing.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlencode
+
+PROLIFIC_KEYS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
+MTURK_KEYS = ("workerId", "assignmentId", "hitId", "turkSubmitTo")
+LINK_KEYS = ("participant",)
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+SAFE_ID = re.compile(r"^[A-Za-z0-9._:/@+-]{1,200}$")
+PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?"
+# Only MTurk's own hosts may receive the completion form (the parameter comes from the URL).
+MTURK_SUBMIT = re.compile(r"^https://(www|workersandbox)\.mturk\.com/?$")
+
+
+class EntryError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    panel: str  # prolific | mturk | link
+    raw_id: str | None  # the panel's participant id; None for an anonymous plain link
+    ids: dict[str, str]  # every panel parameter given, kept for payment
+    preview: bool
+
+
+def parse_entry(args: Mapping[str, str]) -> Entry:
+    """Raises EntryError (shown as a 400 page) for malformed ids."""
+    for key in (*PROLIFIC_KEYS, *MTURK_KEYS, *LINK_KEYS):
+        value = args.get(key)
+        if value is not None and not SAFE_ID.match(value):
+            raise EntryError(f"The link's {key} parameter is not a valid id. Please use the link from the recruiting site unchanged.")
+    if args.get("turkSubmitTo") and not MTURK_SUBMIT.match(args["turkSubmitTo"]):
+        raise EntryError("The link's turkSubmitTo parameter is not an MTurk address.")
+    wants_preview = args.get("preview") == "1"
+    if any(args.get(k) for k in PROLIFIC_KEYS):
+        if not args.get("PROLIFIC_PID"):
+            raise EntryError("The link has Prolific parameters but no PROLIFIC_PID. Please open the study from Prolific again.")
+        ids = {k: args[k] for k in PROLIFIC_KEYS if args.get(k)}
+        return Entry("prolific", args["PROLIFIC_PID"], ids, wants_preview)
+    if any(args.get(k) for k in MTURK_KEYS):
+        ids = {k: args[k] for k in MTURK_KEYS if args.get(k)}
+        preview = wants_preview or args.get("assignmentId") in (None, MTURK_PREVIEW) or not args.get("workerId")
+        return Entry("mturk", args.get("workerId"), ids, preview)
+    participant = args.get("participant")
+    return Entry("link", participant, {"participant": participant} if participant else {}, wants_preview)
+
+
+def completion_target(panel: str, ids: Mapping[str, str], code: str) -> dict[str, str] | None:
+    """Where a finished participant goes: a Prolific redirect URL or an MTurk externalSubmit form."""
+    if panel == "prolific":
+        return {"method": "get", "url": PROLIFIC_COMPLETE + urlencode({"cc": code})}
+    if panel == "mturk" and ids.get("turkSubmitTo") and ids.get("assignmentId"):
+        return {"method": "post", "url": ids["turkSubmitTo"].rstrip("/") + "/mturk/externalSubmit",
+                "assignmentId": ids["assignmentId"]}
+    return None

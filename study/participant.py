@@ -1,0 +1,242 @@
+"""The participant's pages: entry (or preview), consent, instructions, the trial page, debrief,
+withdrawal and endings. Every state change is a POST; GET pages only read and redirect.
+
+A session lives at /s/<token>; /s/<token> itself sends the participant to the page their
+session's state calls for, so any refresh, back button or repeat visit lands in the right place.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from study.answers import ANSWERABLE_STATES, missing_trials
+from study.assignment import StudyFull, assign
+from study.config import StudyConfig, config_from_dict
+from study.db import begin_write, db, utcnow
+from study.models import TRANSITIONS, ParticipantSession, Stimulus, Study
+from study.panels import Entry, EntryError, completion_target, parse_entry
+from study.security import check_csrf, csrf_token, participant_hash, public_id_from_token, session_token
+
+bp = Blueprint("participant", __name__)
+
+ENDED_STATES = ("declined", "withdrawn", "screened_out")
+
+
+def open_study(slug: str) -> tuple[Study, StudyConfig]:
+    study = db.session.scalar(select(Study).where(Study.slug == slug))
+    if study is None:
+        abort(404, "There is no study at this address. Please check the link you were given.")
+    if not study.is_open:
+        abort(410, "This study is closed and takes no new participants. Thank you for your interest.")
+    return study, config_from_dict(study.config)
+
+
+def load_session(token: str, write: bool = False) -> ParticipantSession:
+    """The session a URL token names (404 otherwise). `write`: the request will change it."""
+    public_id = public_id_from_token(token)
+    if public_id is None:
+        abort(404, "This study link is not valid. Please use the link you were given, unchanged.")
+    if write:
+        begin_write()
+    session = db.session.scalar(select(ParticipantSession).where(ParticipantSession.public_id == public_id))
+    if session is None:
+        abort(404, "This study session does not exist.")
+    return session
+
+
+def home_url(session: ParticipantSession) -> str:
+    """The page the session's state calls for."""
+    token = session_token(session.public_id)
+    if session.state in ENDED_STATES:
+        return url_for("participant.ended", token=token)
+    if session.state == "completed":
+        return url_for("participant.debrief", token=token)
+    if session.instructed_at is None:
+        return url_for("participant.instructions", token=token)
+    return url_for("participant.task", token=token)
+
+
+def _page(template: str, session: ParticipantSession | None = None, **context) -> str:
+    config = context.pop("config", None) or config_from_dict(session.study.config)
+    token = session_token(session.public_id) if session else None
+    withdraw = url_for("participant.withdraw", token=token) if session and session.state not in (*ENDED_STATES, "consented") else None
+    return render_template(template, config=config, session=session, token=token, withdraw_url=withdraw,
+                           csrf=csrf_token(session.public_id) if session else None, **context)
+
+
+def _entry_binding(slug: str, entry: Entry) -> str:
+    return f"consent:{slug}:{entry.panel}:{sorted(entry.ids.items())}"
+
+
+@bp.get("/study/<slug>")
+def entry(slug: str):
+    study, config = open_study(slug)
+    try:
+        found = parse_entry(request.args)
+    except EntryError as exc:
+        abort(400, str(exc))
+    if found.preview:
+        return render_template("preview.html", study=study, config=config)
+    if found.raw_id:
+        existing = db.session.scalar(select(ParticipantSession).where(
+            ParticipantSession.study_id == study.id,
+            ParticipantSession.participant_hash == participant_hash(found.panel, found.raw_id)))
+        if existing is not None:  # a repeat visit resumes, it never restarts
+            return redirect(home_url(existing), 303)
+    return render_template("consent.html", study=study, config=config, params=found.ids,
+                           csrf=csrf_token(_entry_binding(slug, found)))
+
+
+@bp.post("/study/<slug>/consent")
+def consent(slug: str):
+    begin_write()
+    study, config = open_study(slug)
+    try:
+        found = parse_entry(request.form)
+    except EntryError as exc:
+        abort(400, str(exc))
+    if found.preview:
+        abort(400, "This is a preview; accept the task on the recruiting site to take part.")
+    check_csrf(_entry_binding(slug, found))
+    choice = request.form.get("choice")
+    if choice not in ("agree", "decline"):
+        abort(400, "Please choose whether you agree to take part.")
+    # An anonymous plain link gets a random id: that participant resumes by the session URL.
+    phash = participant_hash(found.panel, found.raw_id or "anon-" + secrets.token_hex(16))
+    existing = db.session.scalar(select(ParticipantSession).where(
+        ParticipantSession.study_id == study.id, ParticipantSession.participant_hash == phash))
+    if existing is not None:
+        return redirect(home_url(existing), 303)
+
+    now = utcnow()
+    session = ParticipantSession(
+        public_id=secrets.token_hex(16), study=study, participant_hash=phash, panel=found.panel, panel_ids=found.ids,
+        state="consented", consented_at=now, catch_failed=0, is_bot=False, is_pilot=False,
+        consent_version=hashlib.sha256(config.texts.consent.encode()).hexdigest(),
+        user_agent=request.headers.get("User-Agent", "")[:500],
+    )
+    if choice == "decline":
+        session.state, session.consented_at, session.declined_at = "declined", None, now
+    db.session.add(session)
+    try:
+        if choice == "agree":
+            assign(session, study, now)
+        db.session.commit()
+    except StudyFull:
+        db.session.rollback()
+        return render_template("full.html", config=config), 200
+    except IntegrityError:  # the same participant consented in another tab at the same moment
+        db.session.rollback()
+        existing = db.session.scalar(select(ParticipantSession).where(
+            ParticipantSession.study_id == study.id, ParticipantSession.participant_hash == phash))
+        return redirect(home_url(existing), 303)
+    return redirect(home_url(session), 303)
+
+
+@bp.get("/s/<token>")
+def home(token: str):
+    return redirect(home_url(load_session(token)), 303)
+
+
+@bp.route("/s/<token>/instructions", methods=["GET", "POST"])
+def instructions(token: str):
+    session = load_session(token, write=request.method == "POST")
+    if session.state not in ("assigned", "timed_out") or session.instructed_at is not None:
+        return redirect(home_url(session), 303)
+    if request.method == "GET":
+        return _page("instructions.html", session)
+    check_csrf(session.public_id)
+    now = utcnow()
+    session.move_to("instructed", now)
+    session.touch(now)
+    db.session.commit()
+    return redirect(home_url(session), 303)
+
+
+def trial_data(session: ParticipantSession, config: StudyConfig, answered: list[int]) -> dict:
+    """Everything the trial page needs, embedded in the page (no extra round trip on load).
+
+    Holds no condition, model or catch flag: participants stay blind to the design.
+    """
+    token = session_token(session.public_id)
+    stimuli = {s.id: s for s in db.session.scalars(select(Stimulus).where(Stimulus.id.in_({p[0] for p in session.plan})))}
+    trials = []
+    for index, (pk, task, block, _is_catch) in enumerate(session.plan):
+        stimulus = stimuli[pk]
+        trial = {"i": index, "task": task, "block": block, "stimulus": stimulus.public_id,
+                 "image": url_for("participant.image", public_id=stimulus.public_id)}
+        if task == "rate":
+            trial["digit"] = stimulus.rated_digit
+        if block == "practice" and task == "label":
+            trial["correct"] = stimulus.true_label
+        trials.append(trial)
+    return {
+        "session": session.public_id,
+        "answers_url": url_for("api.answers", token=token),
+        "complete_url": url_for("api.complete", token=token),
+        "environment_url": url_for("api.environment", token=token),
+        "label_question": config.label_question,
+        "rating": {"question": config.rating.question, "min": config.rating.min, "max": config.rating.max,
+                   "anchors": config.rating.anchors},
+        "tasks_per_image": len(config.tasks),
+        "break_every": config.break_every,
+        "trials": trials,
+        "answered": answered,
+    }
+
+
+@bp.get("/s/<token>/task")
+def task(token: str):
+    session = load_session(token)
+    if session.state not in ANSWERABLE_STATES or session.instructed_at is None:
+        return redirect(home_url(session), 303)
+    config = config_from_dict(session.study.config)
+    missing = set(missing_trials(session))
+    answered = [i for i in range(len(session.plan)) if i not in missing]
+    return _page("task.html", session, config=config, data=trial_data(session, config, answered))
+
+
+@bp.get("/s/<token>/debrief")
+def debrief(token: str):
+    session = load_session(token)
+    if session.state != "completed":
+        return redirect(home_url(session), 303)
+    target = completion_target(session.panel, session.panel_ids, session.completion_code)
+    return _page("debrief.html", session, code=session.completion_code, target=target)
+
+
+@bp.route("/s/<token>/withdraw", methods=["GET", "POST"])
+def withdraw(token: str):
+    session = load_session(token, write=request.method == "POST")
+    if "withdrawn" not in TRANSITIONS[session.state]:
+        return redirect(home_url(session), 303)
+    if request.method == "GET":
+        return _page("withdraw.html", session)
+    check_csrf(session.public_id)
+    session.move_to("withdrawn")
+    db.session.commit()
+    return redirect(home_url(session), 303)
+
+
+@bp.get("/s/<token>/end")
+def ended(token: str):
+    session = load_session(token)
+    if session.state not in ENDED_STATES:
+        return redirect(home_url(session), 303)
+    completion = config_from_dict(session.study.config).completion
+    code = {"declined": completion.declined_code, "screened_out": completion.screened_out_code}.get(session.state)
+    target = completion_target(session.panel, session.panel_ids, code) if code else None
+    return _page("ended.html", session, code=code, target=target)
+
+
+@bp.get("/img/<public_id>.png")
+def image(public_id: str):
+    data = db.session.scalar(select(Stimulus.image).where(Stimulus.public_id == public_id))
+    if data is None:
+        abort(404, "No such image.")
+    # Images never change under a public id (a new study gets new ids), so caches may keep them.
+    return Response(data, mimetype="image/png", headers={"Cache-Control": "public, max-age=31536000, immutable"})

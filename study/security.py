@@ -1,0 +1,53 @@
+"""Who may do what: session tokens in URLs, CSRF tokens in forms, keyed participant hashes.
+
+Participant endpoints are authorised by an unguessable token carried in the URL (not a cookie),
+so the study also works inside MTurk's cross-site iframe where third-party cookies are blocked.
+For the same reason CSRF tokens are bound to the session (or to the entry parameters) rather
+than to a cookie session, which is why Flask-WTF's cookie-bound CSRFProtect does not fit here.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from flask import abort, current_app, request
+from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
+
+CSRF_MAX_AGE_S = 24 * 3600
+
+
+def _key(purpose: str) -> bytes:
+    # One secret, separate keys per purpose, so a value signed for one use is useless for another.
+    return hmac.new(current_app.secret_key.encode(), purpose.encode(), hashlib.sha256).digest()
+
+
+def session_token(public_id: str) -> str:
+    return Signer(_key("session-token"), sep=".").sign(public_id).decode()
+
+
+def public_id_from_token(token: str) -> str | None:
+    try:
+        return Signer(_key("session-token"), sep=".").unsign(token).decode()
+    except BadSignature:
+        return None
+
+
+def participant_hash(panel: str, raw_id: str) -> str:
+    """Pseudonymous participant id: a keyed hash of the panel id, stable across studies."""
+    digest = hmac.new(_key("participant-id"), f"{panel}:{raw_id}".encode(), hashlib.sha256).hexdigest()
+    return "p_" + digest[:24]
+
+
+def csrf_token(binding: str) -> str:
+    return URLSafeTimedSerializer(_key("csrf"), salt="form").dumps(binding)
+
+
+def check_csrf(binding: str) -> None:
+    """Abort with a readable 400 unless the posted form carries a token made for `binding`."""
+    try:
+        ok = URLSafeTimedSerializer(_key("csrf"), salt="form").loads(
+            request.form.get("csrf_token", ""), max_age=CSRF_MAX_AGE_S) == binding
+    except BadSignature:
+        ok = False
+    if not ok:
+        abort(400, "This form has expired or did not come from this page. Go back, reload the page and try again.")

@@ -1,0 +1,285 @@
+// The trial page: preload, show each image, take answers by key or button, and never lose one.
+//
+// Every answer goes into an outbox in localStorage before it is sent, and stays there until the
+// server acknowledges it (retrying with exponential backoff through network drops). On load the
+// page resumes at the first trial that is neither acknowledged by the server (listed in the page)
+// nor waiting in the outbox, so a refresh or a browser crash continues where the participant was.
+// Completion is asked for only when the outbox is empty; the server refuses it while any answer
+// is missing and names the gaps, which are then asked again.
+
+const data = JSON.parse(document.getElementById("study-data").textContent);
+const $ = (id) => document.getElementById(id);
+const OUTBOX_KEY = `study-outbox:${data.session}`;
+const FIRST_RETRY_MS = 500;
+const MAX_RETRY_MS = 10000;
+const FEEDBACK_MS = 1200;
+
+const answered = new Set(data.answered);
+const outbox = new Map(JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]"));
+for (const index of answered) outbox.delete(index);
+const rejected = new Set(); // refused by the server: asked again once the rest are done
+const images = new Map(); // url -> decoded <img>
+let retryDelay = FIRST_RETRY_MS;
+let retryTimer = null;
+let sending = false;
+let current = null; // the trial on screen
+let onset = null; // performance.now() time the current question reached the screen
+let accepting = false;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const saveOutbox = () => localStorage.setItem(OUTBOX_KEY, JSON.stringify([...outbox]));
+
+// --- sending ---------------------------------------------------------------------------------
+
+function scheduleRetry() {
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(flush, retryDelay * (0.5 + Math.random()));
+  retryDelay = Math.min(retryDelay * 2, MAX_RETRY_MS);
+}
+
+async function flush() {
+  if (sending) return;
+  sending = true;
+  try {
+    while (outbox.size) {
+      const [index, payload] = outbox.entries().next().value;
+      let response;
+      try {
+        response = await fetch(data.answers_url, {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(payload), keepalive: true,
+        });
+      } catch (networkError) {
+        scheduleRetry();
+        return;
+      }
+      if (response.status >= 500 || response.status === 408 || response.status === 429) {
+        scheduleRetry();
+        return;
+      }
+      const body = await response.json().catch(() => ({}));
+      outbox.delete(index);
+      saveOutbox();
+      retryDelay = FIRST_RETRY_MS;
+      if (response.ok || (response.status === 409 && !body.next)) {
+        answered.add(index); // a 409 without `next`: the server already holds an answer here
+      } else if (!body.next) {
+        rejected.add(index);
+        console.warn(`answer ${index} refused: ${body.error || response.status}`);
+      }
+      if (body.next) { // the session ended (screened out by this answer, withdrawn in another tab)
+        location.assign(body.next);
+        return;
+      }
+    }
+  } finally {
+    sending = false;
+    showSaving();
+  }
+}
+
+function showSaving() {
+  $("saving").textContent = outbox.size && !navigator.onLine
+    ? "You seem to be offline. Your answers are kept and will be sent when the connection returns."
+    : "";
+}
+
+addEventListener("online", () => { retryDelay = FIRST_RETRY_MS; flush(); });
+addEventListener("offline", showSaving);
+addEventListener("pagehide", flush);
+document.addEventListener("visibilitychange", () => { if (document.hidden) flush(); });
+
+// --- preparing -------------------------------------------------------------------------------
+
+async function preload(urls) {
+  let done = 0;
+  await Promise.all(urls.map(async (url) => {
+    for (let attempt = 0; ; attempt++) {
+      const img = new Image();
+      img.src = url;
+      img.alt = "A handwritten digit";
+      img.id = "stimulus";
+      img.width = img.height = 280;
+      try {
+        await img.decode(); // decoded before its trial, so showing it costs no decode time
+        images.set(url, img);
+        $("loading").textContent = `Loading the images… ${++done} of ${urls.length}`;
+        return;
+      } catch (error) {
+        if (attempt === 4) throw new Error(`image ${url} failed to load`);
+        await sleep(FIRST_RETRY_MS * 2 ** attempt);
+      }
+    }
+  }));
+}
+
+function frameMs() {
+  // Median interval of a few animation frames: the display's refresh period.
+  return new Promise((resolve) => {
+    const stamps = [];
+    const tick = (t) => {
+      stamps.push(t);
+      if (stamps.length < 12) return requestAnimationFrame(tick);
+      const gaps = stamps.slice(1).map((t2, k) => t2 - stamps[k]).sort((a, b) => a - b);
+      resolve(gaps[Math.floor(gaps.length / 2)]);
+    };
+    requestAnimationFrame(tick);
+  });
+}
+
+async function sendEnvironment() {
+  const body = {
+    viewport_width: innerWidth, viewport_height: innerHeight,
+    device_pixel_ratio: devicePixelRatio, frame_ms: Math.min(Math.max(await frameMs(), 1), 1000),
+  };
+  fetch(data.environment_url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
+    .catch(() => {}); // device details are nice to have; answers never wait for them
+}
+
+// --- trials ----------------------------------------------------------------------------------
+
+const nextTrial = () => data.trials.find((t) => !answered.has(t.i) && !outbox.has(t.i) && !rejected.has(t.i));
+const imageNumber = (trial) => Math.floor(trial.i / data.tasks_per_image);
+const practiceImages = data.trials.filter((t) => t.block === "practice").length / data.tasks_per_image;
+const totalImages = data.trials.length / data.tasks_per_image;
+
+function show(trial) {
+  const newImage = !current || imageNumber(current) !== imageNumber(trial);
+  const block = trial.block === "practice";
+  current = trial;
+  accepting = false;
+  requestAnimationFrame(() => {
+    $("feedback").textContent = "";
+    $("pause").hidden = true;
+    $("trial").hidden = false;
+    if (newImage) document.querySelector(".stimulus-frame").replaceChildren(images.get(trial.image));
+    const rating = trial.task === "rate";
+    $("question").textContent = rating
+      ? data.rating.question.replace("{digit}", trial.digit)
+      : data.label_question;
+    $("label-buttons").hidden = rating;
+    $("rate-buttons").hidden = !rating;
+    $("hint").textContent = rating
+      ? `Press a key from ${data.rating.min} to ${data.rating.max}, or choose a point on the scale.`
+      : "Press a key from 0 to 9, or choose a button.";
+    const number = imageNumber(trial) + 1;
+    $("progress").value = trial.i / data.trials.length;
+    $("progress-text").textContent = block
+      ? `Practice image ${number} of ${practiceImages}`
+      : `Image ${number - practiceImages} of ${totalImages - practiceImages}`;
+    $("block-note").textContent = block ? "Practice: after each answer we show you the right digit." : "";
+    // This callback's changes are painted in this frame; the next frame's timestamp is when they
+    // are on screen. Reaction times count from there, and answers are taken only from then on.
+    requestAnimationFrame((paintedAt) => {
+      onset = paintedAt;
+      accepting = true;
+    });
+  });
+}
+
+function respond(value, eventTime) {
+  if (!accepting || !current) return;
+  accepting = false;
+  const trial = current;
+  const respondedAt = Math.max(eventTime, onset);
+  outbox.set(trial.i, {
+    client_id: crypto.randomUUID(), trial_index: trial.i, stimulus: trial.stimulus, response: value,
+    rt_ms: respondedAt - onset,
+    presented_at: performance.timeOrigin + onset, responded_at: performance.timeOrigin + respondedAt,
+  });
+  saveOutbox();
+  flush();
+  afterAnswer(trial, value);
+}
+
+async function afterAnswer(trial, value) {
+  if (trial.correct !== undefined) {
+    $("feedback").textContent = value === trial.correct
+      ? `Correct: this is a ${trial.correct}.`
+      : `Not quite: this is a ${trial.correct}.`;
+    await sleep(FEEDBACK_MS);
+  }
+  const next = nextTrial();
+  if (!next) return finish();
+  const imagesDone = imageNumber(next) - practiceImages;
+  if (next.block === "main" && trial.block === "practice") {
+    $("feedback").textContent = "Practice is over. From now on there is no feedback.";
+    await sleep(FEEDBACK_MS);
+  } else if (data.break_every && imageNumber(next) !== imageNumber(trial) && imagesDone > 0
+             && imagesDone % data.break_every === 0) {
+    await pause();
+  }
+  show(next);
+}
+
+function pause() {
+  $("trial").hidden = true;
+  $("pause").hidden = false;
+  $("resume").focus();
+  return new Promise((resolve) => $("resume").addEventListener("click", resolve, { once: true }));
+}
+
+async function finish() {
+  current = null;
+  $("trial").hidden = true;
+  $("feedback").textContent = "";
+  $("saving").textContent = "Saving your answers…";
+  while (outbox.size) {
+    flush();
+    await sleep(250);
+  }
+  let response;
+  try {
+    response = await fetch(data.complete_url, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+  } catch (networkError) {
+    $("saving").textContent = "Waiting for the connection to finish saving…";
+    await sleep(retryDelay);
+    retryDelay = Math.min(retryDelay * 2, MAX_RETRY_MS);
+    return finish();
+  }
+  const body = await response.json().catch(() => ({}));
+  if (response.ok || body.next) return location.assign(body.next);
+  if (response.status === 409 && body.missing) {
+    // The server lacks some answers (refused, or lost before they reached the outbox): ask again.
+    for (const index of body.missing) { answered.delete(index); rejected.delete(index); }
+    const next = nextTrial();
+    if (next) { $("saving").textContent = ""; return show(next); }
+  }
+  await sleep(retryDelay);
+  retryDelay = Math.min(retryDelay * 2, MAX_RETRY_MS);
+  return finish();
+}
+
+// --- input -----------------------------------------------------------------------------------
+
+addEventListener("keydown", (event) => {
+  if (event.repeat || event.ctrlKey || event.metaKey || event.altKey || !current || !/^[0-9]$/.test(event.key)) return;
+  const value = Number(event.key);
+  if (current.task === "rate" && (value < data.rating.min || value > data.rating.max)) return;
+  event.preventDefault();
+  respond(value, event.timeStamp);
+});
+
+for (const group of [$("label-buttons"), $("rate-buttons")]) {
+  group.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-value]");
+    if (button) respond(Number(button.dataset.value), event.timeStamp);
+  });
+}
+
+// --- start -----------------------------------------------------------------------------------
+
+async function start() {
+  flush(); // answers left in the outbox by an earlier page load go first
+  const first = nextTrial();
+  if (!first) return finish();
+  const pending = data.trials.filter((t) => !answered.has(t.i));
+  await preload([...new Set(pending.map((t) => t.image))]);
+  $("loading").hidden = true;
+  sendEnvironment();
+  show(first);
+}
+
+start().catch((error) => {
+  $("loading").textContent = `Something went wrong while loading (${error.message}). Please reload the page.`;
+});
