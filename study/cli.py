@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import flask_migrate
 from flask import Flask
+from flask.cli import with_appcontext
 
 from contracts import ContractError
 from study.config import ConfigError, load_config
@@ -20,6 +21,7 @@ from study.studies import StudyExists, create_study
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db() -> None:
     """Create or upgrade the database schema to the latest migration (idempotent)."""
     flask_migrate.upgrade()
@@ -27,6 +29,7 @@ def init_db() -> None:
 
 
 @click.command("create-study")
+@with_appcontext
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--stimuli", "stimuli_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Stimulus set directory: manifest.json plus images/.")
@@ -46,6 +49,7 @@ def create_study_command(config: Path, stimuli_dir: Path) -> None:
 
 
 @click.command("export")
+@with_appcontext
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 @click.option("--study", "study_slug", default=None, help="Only this study's answers (default: all).")
 def export_command(out_dir: Path, study_slug: str | None) -> None:
