@@ -21,8 +21,13 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 ## Whole test suite: unit, database (SQLite + PostgreSQL), browser (Chromium).
-test: setup system-deps
+test: setup system-deps node_modules/axe-core
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# axe-core, injected into pages by the browser tests' accessibility checks (node_modules/ is ignored).
+AXE_VERSION := 4.11.0
+node_modules/axe-core:
+	npm install --no-save --no-audit --no-fund axe-core@$(AXE_VERSION)
 
 system-deps:
 	bash scripts/ensure-system-deps.sh
