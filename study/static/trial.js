@@ -173,6 +173,8 @@ function show(trial) {
     requestAnimationFrame((paintedAt) => {
       onset = paintedAt;
       accepting = true;
+      // Which trial is on screen and ready: for the browser tests, and handy when debugging.
+      Object.assign($("trial").dataset, { index: trial.i, task: trial.task, ready: "true" });
     });
   });
 }
@@ -180,6 +182,7 @@ function show(trial) {
 function respond(value, eventTime) {
   if (!accepting || !current) return;
   accepting = false;
+  $("trial").dataset.ready = "false";
   const trial = current;
   const respondedAt = Math.max(eventTime, onset);
   outbox.set(trial.i, {

@@ -1,0 +1,146 @@
+"""The participant's session in Chromium: keyboard only, refresh, network drop, phone, axe-core."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from conftest import REPO
+from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.browser
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, stimset):
+    tmp = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{tmp / 'study.sqlite'}"
+    with study_server(url, write_config(tmp / "study.toml", target_participants=100), stimset) as (base, _proc):
+        yield base, create_engine(url)
+
+
+def session_rows(engine, page) -> list[dict]:
+    """The view's rows for the session the page is in (its URL is /s/<session id>.<signature>)."""
+    session = page.url.split("/s/")[1].split(".")[0]
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(text(
+            "SELECT * FROM responses_long WHERE session_id = :s ORDER BY trial_index"), {"s": session})]
+
+
+def begin(page, base: str, pid: str) -> None:
+    """Entry, consent and instructions by keyboard only (Enter on the focused button)."""
+    page.goto(f"{base}/study/test-study?PROLIFIC_PID={pid}&STUDY_ID=s&SESSION_ID=x")
+    assert page.locator("h1").inner_text() == "Consent to take part"
+    page.keyboard.press("Enter")  # "I agree" has the focus
+    page.wait_for_selector("text=Instructions")
+    page.keyboard.press("Enter")
+
+
+def wait_ready(page, index: int) -> str:
+    trial = page.wait_for_selector(f'#trial[data-index="{index}"][data-ready="true"]', timeout=15000)
+    return trial.get_attribute("data-task")
+
+
+def answer_by_key(page, index: int) -> None:
+    task = wait_ready(page, index)
+    page.keyboard.press(str(random.randint(0, 9) if task == "label" else random.randint(1, 5)))
+
+
+def trial_count(page) -> int:
+    return page.evaluate("JSON.parse(document.getElementById('study-data').textContent).trials.length")
+
+
+def finish(page, start: int) -> None:
+    for index in range(start, trial_count(page)):
+        answer_by_key(page, index)
+    page.wait_for_selector("#completion-code", timeout=20000)
+    assert page.locator("#completion-code").inner_text() == "CODE-OK"
+
+
+def test_a_whole_session_by_keyboard(server, page):
+    base, engine = server
+    begin(page, base, "kb-1")
+    wait_ready(page, 0)
+    n = trial_count(page)
+    finish(page, 0)
+    rows = session_rows(engine, page)
+    assert [r["trial_index"] for r in rows] == list(range(n))
+    assert all(r["rt_ms"] > 0 for r in rows) and rows[0]["presented_at"] is not None
+
+
+def test_a_refresh_resumes_at_the_first_unanswered_trial(server, page):
+    base, engine = server
+    begin(page, base, "refresh-1")
+    wait_ready(page, 0)
+    n = trial_count(page)
+    stop = random.Random(7).randrange(1, n - 1)
+    for index in range(stop):
+        answer_by_key(page, index)
+    wait_ready(page, stop)
+    page.reload()
+    assert wait_ready(page, stop)  # same session, same order, first unanswered trial
+    finish(page, stop)
+    assert [r["trial_index"] for r in session_rows(engine, page)] == list(range(n))
+
+
+def test_a_network_drop_loses_no_answer(server, page):
+    base, engine = server
+    begin(page, base, "offline-1")
+    wait_ready(page, 0)
+    n = trial_count(page)
+    for index in range(4):
+        answer_by_key(page, index)
+    page.context.set_offline(True)
+    for index in range(4, 8):
+        answer_by_key(page, index)
+    wait_ready(page, 8)
+    assert "offline" in page.locator("#saving").inner_text()
+    page.context.set_offline(False)
+    finish(page, 8)
+    assert [r["trial_index"] for r in session_rows(engine, page)] == list(range(n))
+
+
+def test_a_phone_completes_by_touch_without_sideways_scrolling(server, browser):
+    base, engine = server
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True,
+                                  device_scale_factor=3)
+    page = context.new_page()
+    page.goto(f"{base}/study/test-study?participant=phone-1")
+    page.tap("text=I agree to take part")
+    page.tap("text=Start the practice images")
+    wait_ready(page, 0)
+    for index in range(trial_count(page)):
+        task = wait_ready(page, index)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.tap(f"#{'label' if task == 'label' else 'rate'}-buttons button >> nth=2")
+    page.wait_for_selector("#completion-code", timeout=20000)
+    with engine.connect() as conn:
+        env = conn.execute(text("SELECT viewport_width, device_pixel_ratio, frame_ms FROM participant_session "
+                                "WHERE viewport_width = 390")).one()
+    assert env.device_pixel_ratio == 3 and env.frame_ms > 0
+    context.close()
+
+
+def serious_violations(page) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [f"{v['id']}: {v['help']}" for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+def test_axe_finds_no_serious_problems_on_consent_instructions_and_trials(server, page):
+    assert AXE.exists(), "run `make test` (it installs axe-core with npm)"
+    base, _engine = server
+    page.goto(f"{base}/study/test-study?participant=axe-1")
+    assert serious_violations(page) == []
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Instructions")
+    assert serious_violations(page) == []
+    page.keyboard.press("Enter")
+    wait_ready(page, 0)
+    assert serious_violations(page) == []  # labeling
+    page.keyboard.press("4")
+    wait_ready(page, 1)
+    assert serious_violations(page) == []  # rating
