@@ -48,12 +48,15 @@ def list_counts(study_id: int) -> dict[int, int]:
 
 def assign(session: ParticipantSession, study: Study, now: dt.datetime) -> None:
     """Give a consented session its list, seed and trial plan. Call inside a write transaction
-    (study.db.begin_write) before anything else is read; the caller commits.
+    (study.db.begin_write) before the new session is added to it (so the lock comes before the
+    insert's foreign-key lock on the study); the caller adds the session and commits.
 
     Raises StudyFull when completed plus active sessions already reach the target.
     """
     if db.engine.dialect.name == "postgresql":
-        db.session.execute(select(Study.id).where(Study.id == study.id).with_for_update())
+        # FOR NO KEY UPDATE: serialises assigners without blocking the foreign-key checks of
+        # concurrent answer inserts (which take KEY SHARE locks on the same row).
+        db.session.execute(select(Study.id).where(Study.id == study.id).with_for_update(key_share=True))
     expire_leases(study.id, now)
     counts = list_counts(study.id)
     if sum(counts.values()) >= study.target_participants:

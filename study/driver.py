@@ -28,6 +28,10 @@ class DriverError(RuntimeError):
     pass
 
 
+class StudyFull(DriverError):
+    pass
+
+
 @dataclass
 class Reply:
     status: int
@@ -136,6 +140,8 @@ class Participant:
         if self.token_path is None:  # not a resumed participant: consent first
             fields = {k: html.unescape(v) for k, v in HIDDEN_INPUT.findall(entry.text)}
             entry = self._expect(self.post_form(f"/study/{self.study}/consent", {**fields, "choice": "agree"}), "consent")
+            if self.token_path is None and "The study is full" in entry.text:
+                raise StudyFull(f"study {self.study} is full")
         if "study-data" not in entry.text:
             fields = {k: html.unescape(v) for k, v in HIDDEN_INPUT.findall(entry.text)}
             entry = self._expect(self.post_form(f"{self.token_path}/instructions", fields), "instructions")

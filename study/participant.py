@@ -121,10 +121,10 @@ def consent(slug: str):
     )
     if choice == "decline":
         session.state, session.consented_at, session.declined_at = "declined", None, now
-    db.session.add(session)
     try:
         if choice == "agree":
             assign(session, study, now)
+        db.session.add(session)
         db.session.commit()
     except StudyFull:
         db.session.rollback()

@@ -73,7 +73,7 @@ def study_server(database_url: str, config_path: Path | None, stimset: Path | No
     port = port or free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "study:create_app()"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("STUDY_TEST_LOG", os.devnull), "a"), start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
