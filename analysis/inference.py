@@ -1,0 +1,292 @@
+"""Primary inference: marginal models with two-way cluster-robust errors (participant × image unit).
+
+Participants and images are crossed random factors. statsmodels has no frequentist crossed GLMM or
+cumulative-link mixed model, so the primary models are population-averaged: a logistic GLM for the
+label outcomes and a proportional-odds `OrderedModel` for ratings, each with Cameron–Gelbach–Miller
+two-way clustered standard errors over participants and the image unit. In simulations of this
+design (../shared/research/analysis.md §5) these single-contrast tests matched glmer / clmm in type-I
+error and power, provided the image unit is the coarsest image-level unit that carries shared
+variance: the source digit in the matched layout, the image in the nested one. Their estimates are
+marginal (population-averaged) log-odds, smaller than a GLMM's conditional ones by design.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+import statsmodels.formula.api as smf
+from scipy import special, stats
+from statsmodels.miscmodels.ordinal_model import OrderedModel
+from statsmodels.tools.numdiff import approx_fprime
+
+# Canonical order (tables list conditions in it); `normal` is the reference of every model.
+CONDITION_ORDER = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform", "clean")
+REFERENCE = "normal"
+MIN_UNITS = 20  # fewer clusters than this per dimension: CGM standard errors run small
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    kind: str           # "binary" (logistic GLM) or "ordinal" (proportional odds)
+    title: str
+    ratio_name: str     # exp(estimate)
+    diff_name: str      # difference of model-implied means on the response scale
+
+
+OUTCOMES = (
+    Outcome("target", "binary", "Target-label rate", "OR", "probability difference"),
+    Outcome("true", "binary", "True-label rate", "OR", "probability difference"),
+    Outcome("rating", "ordinal", "Legitimacy rating", "cumulative OR", "mean rating difference"),
+)
+
+
+class LogitOrderedModel(OrderedModel):
+    """`OrderedModel(distr="logit")` with the logistic cdf from `scipy.special`, the analytic score
+    and a Hessian differentiated from it (statsmodels differentiates the log-likelihood twice
+    numerically). Same estimates and clustered SEs (oracle-tested), several times faster, which is
+    what makes hundreds of calibration and power replicates affordable."""
+
+    def __init__(self, endog, exog, **kwargs):
+        kwargs.pop("distr", None)
+        super().__init__(endog, exog, distr="logit", **kwargs)
+
+    def cdf(self, x):
+        return special.expit(x)
+
+    def pdf(self, x):
+        p = special.expit(x)
+        return p * (1 - p)
+
+    def score_obs(self, params):
+        params = np.asarray(params, dtype=float)
+        k_exog = self.exog.shape[1] if self.exog is not None else 0
+        low, upp = self._bounds(params)
+        prob = np.maximum(self.cdf(upp) - self.cdf(low), 1e-20)
+        pdf_low, pdf_upp = self.pdf(low), self.pdf(upp)  # 0 at ±inf
+        # d threshold_j / d raw_m: the first raw parameter shifts every threshold, raw m > 1
+        # enters thresholds j >= m as exp(raw_m) (thresholds are cumulative exp-increments).
+        raw = params[k_exog:]
+        n_thr = len(raw)
+        jac = np.zeros((n_thr + 2, n_thr))
+        for j in range(1, n_thr + 1):
+            jac[j, 0] = 1.0
+            jac[j, 1:j] = np.exp(raw[1:j])
+        y = np.asarray(self.endog, dtype=int)
+        score_thr = (pdf_upp[:, None] * jac[y + 1] - pdf_low[:, None] * jac[y]) / prob[:, None]
+        score_exog = -((pdf_upp - pdf_low) / prob)[:, None] * self.exog if k_exog else np.empty((len(y), 0))
+        return np.column_stack([score_exog, score_thr])
+
+    def score(self, params):
+        return self.score_obs(params).sum(0)
+
+    def hessian(self, params):
+        return approx_fprime(np.asarray(params, dtype=float), self.score, centered=True)
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str       # "matched" or "nested"
+    unit: str       # column whose values are the image-side clusters
+    n_units: int
+    reason: str
+
+
+def detect_layout(answers: pd.DataFrame) -> Layout:
+    """Matched when a source digit appears under several conditions; the cluster follows from it."""
+    adv = answers[answers["condition"] != "clean"]
+    conditions_per_source = adv.groupby("source_id")["condition"].nunique()
+    images_per_source = adv.groupby("source_id")["stimulus_id"].nunique()
+    if (conditions_per_source > 1).any():
+        return Layout("matched", "source_id", adv["source_id"].nunique(),
+                      f"{int((conditions_per_source > 1).sum())} of {len(conditions_per_source)} source digits were attacked under "
+                      "several conditions, so images made from one source share its variance: clustered on the source digit "
+                      "(clustering on the single image would be far too conservative here)")
+    if (images_per_source > 1).any():
+        return Layout("nested", "source_id", adv["source_id"].nunique(),
+                      "each source digit appears under one condition but some yield several images: clustered on the source digit")
+    return Layout("nested", "stimulus_id", adv["stimulus_id"].nunique(),
+                  "each image was made from its own source against one model: clustered on the image")
+
+
+def ordered_conditions(values: pd.Series) -> list[str]:
+    present = set(values)
+    return [c for c in CONDITION_ORDER if c in present]
+
+
+@dataclass
+class ModelFit:
+    outcome: Outcome
+    conditions: list[str]               # reference first
+    params: np.ndarray
+    cov: np.ndarray
+    names: list[str]
+    exog: np.ndarray                    # design matrix as fitted (for marginal means)
+    dummy: dict[str, int]               # condition -> column of its treatment dummy
+    levels: np.ndarray | None           # rating values (ordinal models)
+    n_obs: int
+    n_participants: int
+    units: dict[str, set]               # condition -> its image units (cluster labels)
+    converged: bool
+    formula: str
+    method: str
+    result: object = field(repr=False)
+    warnings: list[str] = field(default_factory=list)
+
+    def linear(self, params: np.ndarray, condition: str) -> np.ndarray:
+        """Linear predictor with every row set to `condition` (other covariates as observed)."""
+        x = self.exog.copy()
+        x[:, list(self.dummy.values())] = 0.0
+        if condition in self.dummy:
+            x[:, self.dummy[condition]] = 1.0
+        return x @ params[: x.shape[1]]
+
+    def marginal_means(self, params: np.ndarray) -> np.ndarray:
+        """Model-implied mean per condition, averaged over the analysed rows (g-computation):
+        probability for binary outcomes, mean rating for ordinal ones."""
+        if self.levels is None:
+            return np.array([np.mean(1 / (1 + np.exp(-self.linear(params, c)))) for c in self.conditions])
+        thresholds = self.result.model.transform_threshold_params(params)  # -inf, θ1..θK-1, inf
+        means = []
+        for c in self.conditions:
+            cdf = 1 / (1 + np.exp(-(thresholds[None, :] - self.linear(params, c)[:, None])))
+            means.append(np.mean(np.diff(cdf, axis=1) @ self.levels))
+        return np.array(means)
+
+
+def _design(answers: pd.DataFrame, outcome: Outcome, covariate: bool) -> tuple[pd.DataFrame, str, list[str]]:
+    data = answers.loc[answers["condition"] != "clean"].dropna(subset=[outcome.name])
+    conditions = ordered_conditions(data["condition"])
+    reference = REFERENCE if REFERENCE in conditions else conditions[0]
+    conditions = [reference] + [c for c in conditions if c != reference]
+    data = data.assign(condition=pd.Categorical(data["condition"], categories=conditions))
+    rhs = f"C(condition, Treatment(reference='{reference}'))"
+    if covariate:  # centred, so the intercept stays the reference condition at the average norm
+        data = data.assign(l2_centred=data["norm_l2"] - data["norm_l2"].mean())
+        rhs += " + l2_centred"
+    return data, rhs, conditions
+
+
+def fit_model(answers: pd.DataFrame, outcome: Outcome, layout: Layout, covariate: bool = False) -> ModelFit:
+    data, rhs, conditions = _design(answers, outcome, covariate)
+    notes: list[str] = []
+    n_participants, n_units = data["participant_id"].nunique(), data[layout.unit].nunique()
+    if len(conditions) < 2 or data[outcome.name].nunique() < 2 or min(n_participants, n_units) < 2:
+        raise ValueError(f"{outcome.title}: too little data to fit a model ({len(data)} answers, {len(conditions)} condition(s), "
+                         f"{n_participants} participants, {n_units} image units, {data[outcome.name].nunique()} distinct outcome value(s))")
+    groups = np.column_stack([pd.factorize(data["participant_id"])[0], pd.factorize(data[layout.unit])[0]])
+    cluster = {"cov_type": "cluster", "cov_kwds": {"groups": groups}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if outcome.kind == "binary":
+            formula = f"{outcome.name} ~ {rhs}"
+            result = smf.glm(formula, data, family=sm.families.Binomial()).fit(**cluster)
+            converged, levels = bool(result.converged), None
+            method = "logistic GLM (population-averaged), two-way cluster-robust SE"
+        else:
+            levels = np.sort(data[outcome.name].unique())
+            data = data.assign(**{outcome.name: pd.Categorical(data[outcome.name], categories=levels, ordered=True)})
+            formula = f"{outcome.name} ~ {rhs}"
+            result = LogitOrderedModel.from_formula(formula, data).fit(method="bfgs", disp=False, maxiter=200, **cluster)
+            converged = bool(result.mle_retvals.get("converged", True))
+            method = "proportional-odds logit (population-averaged), two-way cluster-robust SE"
+    notes += sorted({f"{outcome.title}: {w.category.__name__}: {w.message}" for w in caught
+                     if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
+    if not converged:
+        notes.append(f"{outcome.title}: the model did not converge; its numbers are not to be trusted")
+    units = {c: set(g) for c, g in data.groupby("condition", observed=True)[layout.unit]}
+    per_condition = pd.Series({c: len(u) for c, u in units.items()})
+    if per_condition.min() < MIN_UNITS or n_participants < MIN_UNITS:
+        notes.append(f"{outcome.title}: only {int(per_condition.min())} image units in the smallest condition and {n_participants} "
+                     f"participants; two-way clustered errors need about {MIN_UNITS} or more of each and run small below that")
+    names = list(result.params.index)
+    term = rhs.split(" + ")[0]
+    dummy = {c: names.index(f"{term}[T.{c}]") for c in conditions[1:]}
+    exog_width = len(names) if outcome.kind == "binary" else result.model.exog.shape[1]
+    return ModelFit(outcome, conditions, np.asarray(result.params), np.asarray(result.cov_params()), names,
+                    np.asarray(result.model.exog, dtype=float)[:, :exog_width], dummy, levels, int(len(data)),
+                    n_participants, units, converged, formula, f"{method} (participant × {layout.unit})", result, notes)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    a: str
+    b: str
+    family: str  # "primary" (defended vs normal) or "secondary" (all pairwise)
+
+
+def planned_contrasts(conditions: list[str]) -> list[Contrast]:
+    """Primary: each defended model vs normal. Secondary: every pair (later condition vs earlier)."""
+    reference, others = conditions[0], conditions[1:]
+    primary = [Contrast(c, reference, "primary") for c in others]
+    secondary = [Contrast(conditions[j], conditions[i], "secondary")
+                 for i in range(len(conditions)) for j in range(i + 1, len(conditions))]
+    return primary + secondary
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values (valid under any dependence)."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]).clip(max=1.0)
+    out = np.empty_like(p)
+    out[order] = adjusted
+    return out
+
+
+def reference_df(fit: ModelFit, contrast: Contrast) -> int:
+    """Degrees of freedom of the t reference: the smaller number of clusters minus one (Cameron &
+    Miller 2015), counting only the image units of the two compared conditions. With 20 images per
+    condition (nested) the normal reference rejected a true null in ~7 % of studies; t(G − 1) is
+    the usual small-cluster remedy and changes little when clusters are many."""
+    n_units = len(fit.units[contrast.a] | fit.units[contrast.b])
+    return min(fit.n_participants, n_units) - 1
+
+
+def contrast_table(fit: ModelFit, contrasts: list[Contrast], level: float = 0.95) -> pd.DataFrame:
+    """Estimates on the model scale, exp() of them, and response-scale differences, Holm per family."""
+    means = fit.marginal_means(fit.params)
+    jacobian = approx_fprime(fit.params, fit.marginal_means, centered=True)  # conditions × params
+    index = {c: i for i, c in enumerate(fit.conditions)}
+    rows = []
+    for k in contrasts:
+        weights = np.zeros(len(fit.params))
+        for condition, sign in ((k.a, 1.0), (k.b, -1.0)):
+            if condition in fit.dummy:
+                weights[fit.dummy[condition]] += sign
+        estimate, se = weights @ fit.params, float(np.sqrt(weights @ fit.cov @ weights))
+        df = reference_df(fit, k)
+        crit = stats.t.ppf(0.5 + level / 2, df)
+        diff_grad = jacobian[index[k.a]] - jacobian[index[k.b]]
+        diff, diff_se = means[index[k.a]] - means[index[k.b]], float(np.sqrt(diff_grad @ fit.cov @ diff_grad))
+        rows.append({
+            "outcome": fit.outcome.name, "family": k.family, "contrast": f"{k.a} − {k.b}",
+            "estimate": estimate, "se": se, "ci_low": estimate - crit * se, "ci_high": estimate + crit * se,
+            "t": estimate / se, "df": df, "p": 2 * stats.t.sf(abs(estimate / se), df),
+            "ratio_name": fit.outcome.ratio_name, "ratio": np.exp(estimate),
+            "ratio_low": np.exp(estimate - crit * se), "ratio_high": np.exp(estimate + crit * se),
+            "diff_name": fit.outcome.diff_name, "diff": diff, "diff_low": diff - crit * diff_se, "diff_high": diff + crit * diff_se,
+            "method": fit.method,
+        })
+    return holm_within(pd.DataFrame(rows), ["family"])
+
+
+def holm_within(table: pd.DataFrame, families: list[str]) -> pd.DataFrame:
+    """Add `p_holm` (right after `p`): Holm within each family, the groups of the `families` columns."""
+    table = table.copy()
+    table.insert(table.columns.get_loc("p") + 1, "p_holm", np.nan)
+    for _, idx in table.groupby(families).groups.items():
+        table.loc[idx, "p_holm"] = holm(table.loc[idx, "p"].to_numpy())
+    return table
+
+
+def omnibus(fit: ModelFit) -> dict[str, float]:
+    """Cluster-robust Wald chi-square that all conditions are equal. Descriptive only: with tens of
+    clusters such multi-restriction tests over-reject (0.08–0.11 at a nominal 0.05 in simulation)."""
+    idx = list(fit.dummy.values())
+    b, v = fit.params[idx], fit.cov[np.ix_(idx, idx)]
+    chi2 = float(b @ np.linalg.solve(v, b))
+    return {"outcome": fit.outcome.name, "chi2": chi2, "df": len(idx), "p": float(stats.chi2.sf(chi2, len(idx)))}

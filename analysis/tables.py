@@ -1,0 +1,123 @@
+"""APA-style tables: one tidy numeric frame (CSV) and one formatted frame (Markdown, LaTeX, HTML).
+
+APA 7 number style: p with three decimals and no leading zero, "< .001" below that (never
+"p = .000"); estimates with two decimals; intervals in brackets.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                 "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                 "−": "$-$", "×": r"$\times$", "Δ": r"$\Delta$", "α": r"$\alpha$", "<": "$<$", ">": "$>$"}
+
+
+def fmt_p(p: float) -> str:
+    if p is None or not np.isfinite(p):
+        return "—"
+    if p < 0.001:
+        return "< .001"
+    return f"{p:.3f}".lstrip("0") if p < 1 else "1.000"
+
+
+def fmt_num(x: float, digits: int = 2) -> str:
+    if x is None or not np.isfinite(x):
+        return "—"
+    return f"{x:.{digits}f}".replace("-", "−")
+
+
+def fmt_ci(low: float, high: float, digits: int = 2) -> str:
+    return f"[{fmt_num(low, digits)}, {fmt_num(high, digits)}]"
+
+
+def fmt_with_ci(value: float, low: float, high: float, digits: int = 2) -> str:
+    return f"{fmt_num(value, digits)} {fmt_ci(low, high, digits)}"
+
+
+@dataclass
+class Table:
+    name: str                    # file stem in the output folder
+    title: str
+    frame: pd.DataFrame          # formatted strings, as printed
+    note: str = ""
+    data: pd.DataFrame | None = field(default=None, repr=False)  # numbers for the CSV (default: frame)
+
+    def markdown(self) -> str:
+        cells = self.frame.astype(str).map(lambda v: v.replace("|", r"\|"))
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.frame.columns) + " |",
+                 "|" + "|".join("---" for _ in self.frame.columns) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
+        if self.note:
+            lines += ["", f"*Note.* {self.note}"]
+        return "\n".join(lines) + "\n"
+
+    def latex(self) -> str:
+        def esc(text: object) -> str:
+            return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+        body = [" & ".join(esc(v) for v in row) + r" \\" for row in self.frame.itertuples(index=False)]
+        lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{esc(self.title)}}}", rf"\label{{tab:{self.name}}}",
+                 r"\begin{tabular}{" + "l" * len(self.frame.columns) + "}", r"\toprule",
+                 " & ".join(esc(c) for c in self.frame.columns) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
+        if self.note:
+            lines += [r"\par\smallskip", rf"\parbox{{\linewidth}}{{\footnotesize\emph{{Note.}} {esc(self.note)}}}"]
+        return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+    def html(self) -> str:
+        note = f'<p class="note"><em>Note.</em> {html.escape(self.note)}</p>' if self.note else ""
+        return (f'<figure class="table" id="{self.name}"><figcaption>{html.escape(self.title)}</figcaption>'
+                f"{self.frame.to_html(index=False, escape=True, border=0)}{note}</figure>")
+
+    def write(self, out: Path) -> list[Path]:
+        paths = [out / f"{self.name}.md", out / f"{self.name}.tex", out / f"{self.name}.csv"]
+        paths[0].write_text(self.markdown())
+        paths[1].write_text(self.latex())
+        (self.data if self.data is not None else self.frame).to_csv(paths[2], index=False)
+        return paths
+
+
+def significance_table(contrasts: pd.DataFrame, title: str, name: str, clustering: str) -> Table:
+    """Contrast | family | b | SE | 95 % CI | t(df) | p | p Holm | ratio [CI] | Δ [CI]."""
+    first = contrasts.iloc[0]
+    is_rating = first["diff_name"].startswith("mean rating")
+    diff_digits = 2 if is_rating else 3
+    frame = pd.DataFrame({
+        "Contrast": contrasts["contrast"],
+        "Family": contrasts["family"],
+        "b": contrasts["estimate"].map(fmt_num),
+        "SE": contrasts["se"].map(fmt_num),
+        "95% CI": [fmt_ci(lo, hi) for lo, hi in zip(contrasts["ci_low"], contrasts["ci_high"])],
+        "t (df)": [f"{fmt_num(t)} ({int(df)})" for t, df in zip(contrasts["t"], contrasts["df"])],
+        "p": contrasts["p"].map(fmt_p),
+        "p (Holm)": contrasts["p_holm"].map(fmt_p),
+        f"{first['ratio_name']} [95% CI]": [fmt_with_ci(r, lo, hi) for r, lo, hi in
+                                            zip(contrasts["ratio"], contrasts["ratio_low"], contrasts["ratio_high"])],
+        f"Δ {first['diff_name']} [95% CI]": [fmt_with_ci(d, lo, hi, diff_digits) for d, lo, hi in
+                                             zip(contrasts["diff"], contrasts["diff_low"], contrasts["diff_high"])],
+    })
+    scale = "cumulative log-odds (positive = higher ratings)" if is_rating else "log-odds"
+    families = contrasts.groupby("family").size()
+    note = (f"Method: {first['method']}. b is a population-averaged (marginal) {scale} difference, smaller in size than a "
+            f"mixed model's conditional estimate by design. Standard errors are clustered two ways ({clustering}; Cameron, "
+            "Gelbach & Miller 2011); t reference with df = the smaller number of clusters − 1. Holm adjustment within each "
+            "pre-declared family: " + "; ".join(f"{f} (k = {n})" for f, n in families.items())
+            + " — primary = each defended model vs normal, secondary = all pairwise contrasts. "
+            f"Δ is the model-implied difference in {first['diff_name'].replace(' difference', '')} (delta-method interval).")
+    return Table(name, title, frame, note, contrasts)
+
+
+def plain_table(data: pd.DataFrame, name: str, title: str, note: str = "", digits: int = 3,
+                p_columns: tuple[str, ...] = ("p", "p_holm", "p_value")) -> Table:
+    """Any numeric frame, numbers rounded, p-values in APA style."""
+    def cell(column: str, value: object) -> str:
+        if isinstance(value, (float, np.floating)):
+            return fmt_p(value) if column in p_columns else fmt_num(value, digits)
+        return "" if value is None else str(value)
+
+    frame = pd.DataFrame({str(c): [cell(c, v) for v in data[c]] for c in data.columns})
+    return Table(name, title, frame, note, data)
