@@ -88,6 +88,5 @@ def apply_exclusions(responses: pd.DataFrame, rules: ExclusionRules) -> tuple[pd
         before_n, after_n = counts(kept), counts(after)
         rows.append({"step": f"excluded: {name}", **{f"{k} removed": before_n[k] - after_n[k] for k in before_n}, **after_n})
         kept = after
-    table = pd.DataFrame(rows)
-    table.loc[len(table)] = {"step": "analysed", **{c: "" for c in table.columns if c.endswith("removed")}, **counts(kept)}
-    return kept.reset_index(drop=True), table
+    rows.append({"step": "analysed", **{f"{k} removed": "" for k in counts(kept)}, **counts(kept)})
+    return kept.reset_index(drop=True), pd.DataFrame(rows)

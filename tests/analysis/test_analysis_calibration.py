@@ -1,0 +1,40 @@
+"""Fast calibration: the report's primary tests hold their type-I error on simulated null studies
+in the platform's (matched) layout, and the fixed-image analysis fails the same check.
+
+The full version (500 studies, band 3.1–6.9 %) is `python -m benchmarks --only analysis --tier full`.
+"""
+import numpy as np
+import pytest
+
+from analysis.calibration import run_replicates, summarise
+from analysis.robustness import paired_t, participant_means
+from analysis.simulate import NULL, simulate_answers
+
+STUDIES = 100
+BAND = (0.01, 0.10)
+
+
+@pytest.fixture(scope="module")
+def matched_null():
+    return summarise(run_replicates(STUDIES, "matched", 60, 80, NULL, workers=2))
+
+
+def test_primary_tests_reject_a_true_null_at_the_nominal_rate(matched_null):
+    primary = matched_null[matched_null["kind"] == "primary"]
+    assert len(primary) == 6 and (primary["studies"] == STUDIES).all()
+    for row in primary.itertuples():
+        assert BAND[0] <= row.rejection_rate <= BAND[1], f"{row.test}: {row.rejection_rate:.3f} outside {BAND}"
+        assert row.ks_uniform_p > 0.001, f"{row.test}: null p-values are not uniform (KS p = {row.ks_uniform_p:.2g})"
+
+
+def test_negative_control_participant_aggregated_paired_t_fails_the_band():
+    # Nested layout (each image made against one model): averaging over images per participant
+    # treats the images as fixed, and the paired t rejects a true null far too often.
+    rejections = {"target": 0, "rating": 0}
+    for seed in range(STUDIES):
+        answers = simulate_answers("nested", 60, 80, NULL, seed)
+        for outcome in rejections:
+            wide = participant_means(answers, outcome)
+            rejections[outcome] += paired_t(wide["gradreg"], wide["normal"])["p"] < 0.05
+    for outcome, count in rejections.items():
+        assert count / STUDIES > BAND[1], f"negative control ({outcome}) passed the band: the generator lost its image variance"
