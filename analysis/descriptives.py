@@ -76,6 +76,6 @@ def rating_distribution(answers: pd.DataFrame) -> pd.DataFrame:
     lo, hi = answers.attrs.get("rating_min", ratings["rating"].min()), answers.attrs.get("rating_max", ratings["rating"].max())
     table = pd.crosstab(ratings["condition"], ratings["rating"].astype(int)).reindex(columns=range(int(lo), int(hi) + 1), fill_value=0)
     table = table.reindex(ordered_conditions(ratings["condition"]))
-    table["n"] = table.sum(1)
+    table["n"] = table.sum(axis=1)
     table["median"] = ratings.groupby("condition")["rating"].median()
     return table

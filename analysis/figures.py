@@ -46,7 +46,7 @@ def condition_intervals(summary: pd.DataFrame, out: Path) -> list[Path]:
 def rating_distribution(distribution: pd.DataFrame, out: Path) -> list[Path]:
     """Stacked proportions of each scale point per condition."""
     points = [c for c in distribution.columns if isinstance(c, (int, np.integer))]
-    shares = distribution[points].div(distribution[points].sum(1), axis=0)
+    shares = distribution[points].div(distribution[points].sum(axis=1), axis=0)
     fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.55 * len(shares)))
     left = np.zeros(len(shares))
     colors = plt.cm.RdYlBu_r(np.linspace(0.1, 0.9, len(points)))
