@@ -278,8 +278,8 @@ def holm_within(table: pd.DataFrame, families: list[str]) -> pd.DataFrame:
     """Add `p_holm` (right after `p`): Holm within each family, the groups of the `families` columns."""
     table = table.copy()
     table.insert(table.columns.get_loc("p") + 1, "p_holm", np.nan)
-    for _, idx in table.groupby(families).groups.items():
-        table.loc[idx, "p_holm"] = holm(table.loc[idx, "p"].to_numpy())
+    for _, family in table.groupby(families):
+        table.loc[family.index, "p_holm"] = holm(family["p"].to_numpy())
     return table
 
 
