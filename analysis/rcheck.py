@@ -22,24 +22,25 @@ R_SCRIPT = r"""
 args <- commandArgs(trailingOnly = TRUE)  # data.csv out.csv random-terms outcomes reference
 suppressMessages({library(lme4); library(ordinal)})
 d <- read.csv(args[1], stringsAsFactors = FALSE)
-d$condition <- relevel(factor(d$condition), ref = args[5])
 rows <- list()
-for (y in strsplit(args[4], ",")[[1]]) {
-  sub <- d[!is.na(d[[y]]), ]
-  if (y == "rating") {
-    sub$rating <- factor(sub$rating, ordered = TRUE)
-    elapsed <- system.time(m <- clmm(as.formula(paste("rating ~ condition +", args[3])), data = sub))[["elapsed"]]
+for (r in unique(d$replicate)) {  # one data set, or many simulated ones in a single R session
+  dr <- d[d$replicate == r, ]
+  dr$condition <- relevel(factor(dr$condition), ref = args[5])
+  for (y in strsplit(args[4], ",")[[1]]) {
+    sub <- dr[!is.na(dr[[y]]), ]
+    if (y == "rating") {
+      sub$rating <- factor(sub$rating, ordered = TRUE)
+      elapsed <- system.time(m <- clmm(as.formula(paste("rating ~ condition +", args[3])), data = sub))[["elapsed"]]
+      note <- paste("clmm Laplace; convergence code", m$optRes$convergence)
+    } else {
+      elapsed <- system.time(m <- glmer(as.formula(paste(y, "~ condition +", args[3])), data = sub, family = binomial))[["elapsed"]]
+      note <- paste(c("glmer Laplace", if (isSingular(m)) "singular fit", m@optinfo$conv$lme4$messages), collapse = "; ")
+    }
     cf <- summary(m)$coefficients
-    note <- paste("clmm Laplace; convergence code", m$optRes$convergence)
-  } else {
-    elapsed <- system.time(m <- glmer(as.formula(paste(y, "~ condition +", args[3])), data = sub, family = binomial))[["elapsed"]]
-    cf <- summary(m)$coefficients
-    msgs <- m@optinfo$conv$lme4$messages
-    note <- paste(c("glmer Laplace", if (isSingular(m)) "singular fit", msgs), collapse = "; ")
+    keep <- grepl("^condition", rownames(cf))
+    rows[[length(rows) + 1]] <- data.frame(replicate = r, outcome = y, condition = sub("^condition", "", rownames(cf)[keep]),
+                                           estimate = cf[keep, 1], se = cf[keep, 2], p = cf[keep, 4], seconds = elapsed, note = note)
   }
-  keep <- grepl("^condition", rownames(cf))
-  rows[[y]] <- data.frame(outcome = y, condition = sub("^condition", "", rownames(cf)[keep]), estimate = cf[keep, 1],
-                          se = cf[keep, 2], p = cf[keep, 4], seconds = elapsed, note = note)
 }
 write.csv(do.call(rbind, rows), args[2], row.names = FALSE)
 """
@@ -63,11 +64,13 @@ def random_terms(layout: Layout) -> str:
 
 def fit_in_r(answers: pd.DataFrame, layout: Layout, outcomes: tuple[str, ...] = ("target", "true", "rating"),
              timeout: float = 1800) -> pd.DataFrame:
-    """Fixed effects vs the reference condition from R: outcome, condition, estimate, se, p, seconds, note."""
+    """Fixed effects vs the reference condition from R: replicate, outcome, condition, estimate, se, p, seconds, note.
+
+    A `replicate` column in `answers` (simulated studies stacked) fits each replicate separately."""
     if not r_available():
         raise RuntimeError("R with lme4 and ordinal is not installed (Debian: apt-get install r-cran-lme4 r-cran-ordinal)")
-    columns = ["participant_id", "stimulus_id", "source_id", "condition", *outcomes]
-    data = answers.loc[answers["condition"] != "clean", columns]
+    columns = ["replicate", "participant_id", "stimulus_id", "source_id", "condition", *outcomes]
+    data = answers.assign(replicate=answers.get("replicate", 0)).loc[answers["condition"] != "clean", columns]
     with tempfile.TemporaryDirectory(prefix="rcheck-") as tmp:
         script, data_csv, out_csv = Path(tmp, "fit.R"), Path(tmp, "data.csv"), Path(tmp, "out.csv")
         script.write_text(R_SCRIPT)
