@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine import __version__
+from engine import __version__, sweep, zoo
+from engine.checkpoints import CheckpointError
+from engine.config import ConfigError
 from engine.data import EMBEDDED, DatasetError, load_dataset
 
 
@@ -30,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=EMBEDDED, help=f"'{EMBEDDED}' (embedded, default) or a directory of MNIST-format IDX files")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split (default 0)")
     p.set_defaults(func=cmd_data)
+    for module in (zoo, sweep):
+        module.add_parser(sub)
     return parser
 
 
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DatasetError, UserError) as exc:
+    except (DatasetError, UserError, ConfigError, CheckpointError) as exc:
         print(f"engine {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

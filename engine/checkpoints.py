@@ -1,0 +1,85 @@
+"""Checkpoints: `NAME.pt` (a state dict) beside `NAME.json` (config, provenance, metrics, the .pt's sha256).
+
+Loading checks the hash before unpickling anything and refuses weights that do not fit the
+architecture the sidecar (or the caller) names.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.models import ARCHITECTURES, build_model
+
+
+class CheckpointError(ValueError):
+    """A missing, corrupt or mismatched checkpoint; the message is one line a user can act on."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save(model: nn.Module, meta: dict, path: Path) -> dict:
+    """Write the weights and the sidecar; returns the sidecar with `checkpoint_sha256` filled in."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    meta = {**meta, "checkpoint_sha256": sha256_file(path)}
+    sidecar_path(path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def read_sidecar(path: Path) -> dict:
+    side = sidecar_path(path)
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train one with `engine train`")
+    if not side.is_file():
+        raise CheckpointError(f"checkpoint {path} has no sidecar {side.name}; it was not written by `engine train`")
+    try:
+        return json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"sidecar {side} is not valid JSON ({exc})") from None
+
+
+def load(path: Path, architecture: str | None = None, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """The model (eval mode) and its sidecar, after checking the hash and the architecture."""
+    path = Path(path)
+    meta = read_sidecar(path)
+    actual = sha256_file(path)
+    if actual != meta.get("checkpoint_sha256"):
+        raise CheckpointError(f"checkpoint {path} has sha256 {actual[:12]}…, its sidecar says "
+                              f"{str(meta.get('checkpoint_sha256'))[:12]}…: the file was changed or corrupted")
+    arch = meta.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"checkpoint {path} names unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if architecture is not None and arch != architecture:
+        raise CheckpointError(f"checkpoint {path} holds a {arch!r} model, expected architecture {architecture!r}")
+    model = build_model(arch)
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"checkpoint {path} does not fit architecture {arch!r}: {first}") from None
+    return model.to(device).eval(), meta

@@ -1,0 +1,88 @@
+"""`engine sweep`: choose a gradient-regularization λ on the validation split.
+
+Each λ on a log grid trains a model; it is scored by its accuracy on FGSM examples made against
+a normal model (the paper's criterion, transfer), among the λ whose clean validation accuracy is
+at most `max_drop` below the normal model's. Test images are never looked at.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from engine.attacks import fgsm
+from engine.config import Config, ConfigError, add_config_args, config_from_args
+from engine.data import Dataset, load_dataset
+from engine.training import accuracy
+from engine.zoo import CACHE_DIR, train_or_load_config
+
+LAMBDA_FIELD = {"gradreg": "gradreg_lambda", "gradreg-uniform": "uniform_lambda"}
+
+
+def parse_grid(spec: str) -> list[float]:
+    """`LO:HI:STEP` in log10 units, e.g. `1:4:0.5` for 10, 31.6, …, 10⁴."""
+    try:
+        lo, hi, step = (float(v) for v in spec.split(":"))
+    except ValueError:
+        raise ConfigError(f"--grid expects LO:HI:STEP in powers of ten, e.g. 1:4:0.5; got {spec!r}") from None
+    if step <= 0 or hi < lo:
+        raise ConfigError(f"--grid {spec!r}: need STEP > 0 and HI ≥ LO")
+    return [float(10 ** e) for e in np.arange(lo, hi + step / 2, step)]
+
+
+def sweep(condition: str, lambdas: list[float], cfg: Config, dataset: Dataset, preset: str = "demo", seed: int = 0,
+          eps: float = 0.3, max_drop: float = 0.02, cache_dir: Path = CACHE_DIR, progress: bool = True) -> tuple[list[dict], dict]:
+    """One row per λ (validation clean and transfer-FGSM accuracy) and the chosen row."""
+    if condition not in LAMBDA_FIELD:
+        raise ConfigError(f"sweep tunes {' or '.join(LAMBDA_FIELD)}, not {condition!r}")
+    val = dataset.val
+    normal, _ = train_or_load_config("normal", cfg, preset, seed, cache_dir, dataset, progress)
+    x_adv = fgsm(normal, val.x, val.y, eps)
+    floor = accuracy(normal, val.x, val.y) - max_drop
+    rows = []
+    for lam in tqdm(lambdas, desc=f"sweep {condition}", unit="λ", disable=not progress):
+        model, meta = train_or_load_config(condition, dataclasses.replace(cfg, **{LAMBDA_FIELD[condition]: lam}),
+                                           preset, seed, cache_dir, dataset, progress)
+        clean = accuracy(model, val.x, val.y)
+        rows.append({"lambda": lam, "val_clean": clean, f"val_fgsm_transfer_eps{eps}": accuracy(model, x_adv, val.y),
+                     "eligible": clean >= floor, "train_seconds": meta.get("train_seconds")})
+    eligible = [r for r in rows if r["eligible"]]
+    if not eligible:
+        raise ConfigError(f"no λ kept clean validation accuracy within {max_drop:.0%} of the normal model's; try smaller λ")
+    chosen = max(eligible, key=lambda r: r[f"val_fgsm_transfer_eps{eps}"])
+    return rows, chosen
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    rows, chosen = sweep(args.condition, parse_grid(args.grid), cfg, load_dataset(cfg.dataset), args.preset, args.seed,
+                         args.eps, args.max_drop, args.cache)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / f"sweep-{args.condition}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.out / f"sweep-{args.condition}.json").write_text(json.dumps({"condition": args.condition, "chosen": chosen,
+                                                                       "max_drop": args.max_drop, "eps": args.eps}, indent=2) + "\n")
+    for r in rows:
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+    print(f"chosen {LAMBDA_FIELD[args.condition]} = {chosen['lambda']:.4g}  (written to {args.out}/sweep-{args.condition}.json)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="choose λ for gradient regularization on the validation split",
+                       description="Train one model per λ on a log grid; pick the λ most robust to a normal model's FGSM "
+                                   "examples among those within --max-drop of its clean validation accuracy.")
+    p.add_argument("--condition", default="gradreg", choices=sorted(LAMBDA_FIELD), help="which penalty's λ (default gradreg)")
+    p.add_argument("--grid", default="1:4:0.5", help="LO:HI:STEP in powers of ten (default 1:4:0.5)")
+    p.add_argument("--eps", type=float, default=0.3, help="FGSM ε of the transferred examples (default 0.3)")
+    p.add_argument("--max-drop", type=float, default=0.02, help="largest allowed clean-accuracy drop (default 0.02)")
+    add_config_args(p)
+    p.add_argument("--cache", type=Path, default=CACHE_DIR, help=f"checkpoint directory (default {CACHE_DIR})")
+    p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="where the table and choice go (default runs/sweep)")
+    p.set_defaults(func=cmd_sweep)

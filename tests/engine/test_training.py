@@ -1,0 +1,139 @@
+"""Each regime's loss is what it claims, and training lowers it, reproducibly."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.attacks import fgsm
+from engine.config import CONDITIONS, make_config
+from engine.data import Split, load_dataset
+from engine.models import CNN
+from engine.training import (adversarial_examples, adversarial_loss, gradreg_loss, gradreg_uniform_loss, soft_labels,
+                             train)
+
+LAMBDA = 1e4
+
+
+def tiny_model() -> CNN:
+    torch.manual_seed(0)
+    return CNN(2, 2, 4, dropout=0.0).double().train()  # no dropout: the loss is a function of x alone
+
+
+def digits(n: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = load_dataset()
+    return ds.train.x[start:start + n], ds.train.y[start:start + n]
+
+
+def finite_difference_gradient(f, x: torch.Tensor, pixels: list[tuple[int, int, int, int]], h: float = 1e-4) -> torch.Tensor:
+    out = []
+    for i in pixels:
+        e = torch.zeros_like(x)
+        e[i] = h
+        out.append((f(x + e) - f(x - e)) / (2 * h))
+    return torch.stack(out)
+
+
+OBJECTIVES = {  # regime loss, the objective whose input gradient it penalises, the λ field
+    "gradreg": (gradreg_loss, lambda logits, y: F.cross_entropy(logits, y), "gradreg_lambda"),
+    "gradreg-uniform": (gradreg_uniform_loss, lambda logits, y: F.log_softmax(logits, 1).sum(1).mean(), "uniform_lambda"),
+}
+
+
+@pytest.mark.parametrize("regime", sorted(OBJECTIVES))
+def test_gradient_penalty_equals_finite_differences(regime):
+    # penalty = λ·½‖∇ₓ objective‖² with BN in training mode (the batch's examples are coupled).
+    loss_fn, objective, field = OBJECTIVES[regime]
+    cfg = make_config(overrides={field: LAMBDA})
+    model = tiny_model()
+    x, y = digits(2)
+    # Jitter breaks the exact ties that blank background makes in max-pooling, where no derivative exists.
+    x = x.double() + 1e-3 * torch.rand(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    penalty = (loss_fn(model, x, y, cfg) - F.cross_entropy(model(x), y)).item() / LAMBDA
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective(model(xr), y), xr)
+    assert penalty == pytest.approx(0.5 * grad.pow(2).sum().item(), rel=1e-9)
+    # ... and that input gradient is the true one: central differences on 100 pixels of both images.
+    pixels = [(b, 0, r, c) for b in range(2) for r in range(9, 19) for c in range(9, 14)]
+    with torch.no_grad():
+        fd = finite_difference_gradient(lambda z: objective(model(z), y), x, pixels)
+    assert torch.allclose(torch.stack([grad[p] for p in pixels]), fd, rtol=1e-4, atol=1e-10)
+
+
+def test_gradient_penalty_trains_the_weights():
+    # Double backprop must reach the first layer: d(penalty)/dθ agrees with finite differences in θ.
+    cfg = make_config(overrides={"gradreg_lambda": 1.0})
+    model = tiny_model()
+    x, y = (t.double() if t.is_floating_point() else t for t in digits(4))
+    w = model[0].weight
+    direction = torch.randn_like(w)
+    penalty = lambda: gradreg_loss(model, x, y, cfg) - F.cross_entropy(model(x), y)
+    (analytic,) = torch.autograd.grad(penalty(), w)
+    h = 1e-6
+    with torch.no_grad():
+        w += h * direction
+    up = penalty().item()
+    with torch.no_grad():
+        w -= 2 * h * direction
+    down = penalty().item()
+    assert analytic.abs().sum() > 0
+    assert (analytic * direction).sum().item() == pytest.approx((up - down) / (2 * h), rel=1e-5)
+
+
+def test_soft_labels_are_distributions_softened_by_temperature():
+    model = tiny_model().float()
+    x, _ = digits(50)
+    hot, soft = soft_labels(model, x, 1.0), soft_labels(model, x, 50.0)
+    assert torch.allclose(soft.sum(1), torch.ones(50)) and torch.all(soft >= 0)
+    entropy = lambda p: -(p * p.clamp_min(1e-30).log()).sum(1)
+    assert torch.all(entropy(soft) > entropy(hot))
+
+
+def test_adversarial_training_examples():
+    model = tiny_model().float()
+    x, y = digits(32)
+    x_adv = adversarial_examples(model, x, 0.3)
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        predicted = model.eval()(x).argmax(1)
+    assert torch.equal(x_adv, fgsm(model, x, predicted, 0.3))  # the model's own labels, not the true ones
+    assert model.training is False  # the attack restored the mode it found
+    # In eval mode (no BN batch coupling) the loss is exactly ½ clean CE + ½ adversarial CE.
+    with torch.no_grad():
+        expected = 0.5 * (F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y))
+    assert adversarial_loss(model, x, y, make_config()).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def small_split() -> Split:
+    ds = load_dataset()
+    return Split(ds.train.x[:192], ds.train.y[:192], ds.train.indices[:192])
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_a_few_epochs_lower_the_loss(condition, small_split, monkeypatch):
+    history = {}
+    import engine.training as training
+    real_fit = training.fit
+
+    def spy(*args, **kwargs):
+        history[kwargs.get("desc")] = losses = real_fit(*args, **kwargs)
+        return losses
+
+    monkeypatch.setattr(training, "fit", spy)
+    cfg = make_config(overrides={"epochs": 3})
+    train(condition, cfg, small_split, seed=0, progress=False)
+    for losses in history.values():
+        assert losses[-1] < losses[0]
+
+
+def test_same_seed_same_weights_other_seed_other_weights(small_split):
+    cfg = dataclasses.replace(make_config(), epochs=1, train_size=128)
+    a, _ = train("normal", cfg, small_split, seed=1, progress=False)
+    b, _ = train("normal", cfg, small_split, seed=1, progress=False)
+    c, _ = train("normal", cfg, small_split, seed=2, progress=False)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["0.weight"], sc["0.weight"])
