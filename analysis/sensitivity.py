@@ -52,7 +52,7 @@ def fit_crossed_lmm(answers: pd.DataFrame, outcome: str, layout: Layout) -> Mixe
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = smf.mixedlm(f"{outcome} ~ C(condition)", data, groups="one", re_formula="0", vc_formula=random_factors(layout))
-        result = model.fit(reml=True)
+        result = model.fit(reml=True, method=["lbfgs", "bfgs"])  # lbfgs first: the default bfgs stalls on crossed fits
     notes = sorted({f"MixedLM ({outcome}): {w.message}" for w in caught if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
     if not result.converged:
         notes.append(f"MixedLM ({outcome}) did not converge; its variance components are not to be trusted")

@@ -135,11 +135,19 @@ def test_default_report_on_a_full_size_study(tmp_path):
     assert "\\begin{tabular}" in (out / "contrasts_rating.tex").read_text()
 
 
-def test_small_designs_warn_in_the_report(tmp_path):
+def test_small_designs_warn_and_clean_controls_are_described_not_contrasted(tmp_path):
+    responses = simulate("nested", participants=10, sources=16, seed=4)
+    normal = responses[responses["condition"] == "normal"]
+    clean = normal.assign(condition="clean", stimulus_id="clean-" + normal["stimulus_id"], target_label=pd.NA, norm_l0=0,
+                          norm_l2=0.0, norm_linf=0.0, trial_index=normal["trial_index"] + 1000)
     csv = tmp_path / "responses.csv"
-    simulate("nested", participants=10, sources=16, seed=4).to_csv(csv, index=False)
+    pd.concat([responses, clean]).to_csv(csv, index=False)
     result = report(csv, "--out", tmp_path / "out", "--bootstrap", "200", "--covariate-l2")
     assert result.returncode == 0, result.stderr
-    page = (tmp_path / "out" / "report.html").read_text()
-    assert "two-way clustered errors need about 20" in page
-    assert (tmp_path / "out" / "contrasts_rating_l2.csv").is_file()
+    out = tmp_path / "out"
+    page = (out / "report.html").read_text()
+    assert "two-way clustered errors need about 20" in page and "could not be computed" not in page
+    assert (out / "contrasts_rating_l2.csv").is_file()
+    descriptives = pd.read_csv(out / "descriptives.csv")
+    assert "clean" in set(descriptives["condition"])
+    assert not pd.read_csv(out / "contrasts_true.csv")["contrast"].str.contains("clean").any()
