@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from study.db import db
-from study.models import Answer, ParticipantSession, Stimulus, Study
+from study.models import Answer, ParticipantSession, Stimulus, Study, transition
 
 ANSWERABLE_STATES = ("instructed", "in_task", "timed_out")
 PAYLOAD_KEYS = {"client_id", "trial_index", "stimulus", "response", "rt_ms", "presented_at", "responded_at"}
@@ -34,25 +35,39 @@ class AnswerError(ValueError):
 
 
 @dataclass(frozen=True)
-class StimulusFacts:
-    pk: int
-    public_id: str
-    role: str
-    true_label: int
+class StudyFacts:
+    """What answering needs about a study; fixed once the study is created."""
+    rating_min: int
+    rating_max: int
+    lease: dt.timedelta
+    screen_out_after: int
+    stimuli: dict[int, tuple[str, int]]  # stimulus pk -> (public id, true label)
 
 
-# Stimuli never change after create-study, so each worker reads a study's stimuli once
-# (keyed by database too: one process may serve several, e.g. in tests).
-_stimuli_cache: dict[tuple[str, int], dict[int, StimulusFacts]] = {}
+# Studies never change after create-study, so each worker reads a study once (keyed by the
+# database too: one process may serve several, e.g. in tests).
+_study_cache: dict[tuple[str, int], StudyFacts] = {}
 
 
-def stimulus_facts(study_id: int) -> dict[int, StimulusFacts]:
+def study_facts(study_id: int) -> StudyFacts:
     key = (str(db.engine.url), study_id)
-    if key not in _stimuli_cache:
-        rows = db.session.execute(select(Stimulus.id, Stimulus.public_id, Stimulus.role, Stimulus.true_label)
-                                  .where(Stimulus.study_id == study_id))
-        _stimuli_cache[key] = {r.id: StimulusFacts(*r) for r in rows}
-    return _stimuli_cache[key]
+    if key not in _study_cache:
+        study = db.session.get(Study, study_id)
+        stimuli = db.session.execute(select(Stimulus.id, Stimulus.public_id, Stimulus.true_label)
+                                     .where(Stimulus.study_id == study_id))
+        _study_cache[key] = StudyFacts(study.rating_min, study.rating_max, dt.timedelta(seconds=study.lease_seconds),
+                                       study.config["screen_out_after_catch_failures"],
+                                       {pk: (public, label) for pk, public, label in stimuli})
+    return _study_cache[key]
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: int
+    study_id: int
+    state: str
+    catch_failed: int
+    plan: list[list[Any]] | None
 
 
 def _epoch_ms(payload: dict[str, Any], key: str) -> dt.datetime | None:
@@ -68,7 +83,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _validated(payload: Any, session: ParticipantSession, study: Study) -> dict[str, Any]:
+def _validated(payload: Any, session: SessionRow, study: StudyFacts) -> dict[str, Any]:
     """Check the payload against the session's plan; returns the answer row's values."""
     if not isinstance(payload, dict):
         raise AnswerError(400, "the answer must be a JSON object")
@@ -82,8 +97,7 @@ def _validated(payload: Any, session: ParticipantSession, study: Study) -> dict[
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(session.plan):
         raise AnswerError(422, f"trial_index must be a whole number from 0 to {len(session.plan) - 1} for this session")
     stimulus_pk, task, block, is_catch = session.plan[index]
-    facts = stimulus_facts(study.id)[stimulus_pk]
-    if payload["stimulus"] != facts.public_id:
+    if payload["stimulus"] != study.stimuli[stimulus_pk][0]:
         raise AnswerError(422, f"stimulus {str(payload['stimulus'])[:40]!r} is not the image of trial {index} of this session")
     if not _is_number(rt) or not 0 <= rt <= MAX_RT_MS:
         raise AnswerError(422, "rt_ms must be a number of milliseconds, at least 0")
@@ -100,34 +114,55 @@ def _validated(payload: Any, session: ParticipantSession, study: Study) -> dict[
     )
 
 
-def record_answer(session: ParticipantSession, payload: Any, now: dt.datetime) -> bool:
-    """Store one answer inside the caller's write transaction. Returns False for an idempotent
-    retry (already stored), raises AnswerError for anything the client must not resend."""
-    study = session.study
+# Built once: constructing statements per request costs more than executing them.
+_SESSION = select(ParticipantSession.id, ParticipantSession.study_id, ParticipantSession.state,
+                  ParticipantSession.catch_failed, ParticipantSession.plan
+                  ).where(ParticipantSession.public_id == bindparam("public_id"))
+_EXISTING = select(Answer.client_id).where(Answer.session_id == bindparam("sid"), Answer.trial_index == bindparam("index"))
+_TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__.c.id == bindparam("sid"))
+
+
+@cache
+def _insert(dialect: str):
+    return ((postgresql.insert if dialect == "postgresql" else sqlite.insert)(Answer.__table__)
+            .on_conflict_do_nothing(index_elements=["session_id", "trial_index"]).returning(Answer.__table__.c.id))
+
+
+def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool, str]:
+    """Store one answer inside the caller's write transaction (study.db.begin_write).
+
+    Returns (stored, session state afterwards); stored is False for an idempotent retry. Raises
+    LookupError for an unknown session and AnswerError for anything the client must not resend.
+    Core statements only: this runs for every answer, and the ORM's unit of work would triple
+    its cost.
+    """
+    found = db.session.execute(_SESSION, {"public_id": public_id}).one_or_none()
+    if found is None:
+        raise LookupError(public_id)
+    session = SessionRow(*found)
     if session.state not in ANSWERABLE_STATES:
         raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
+    study = study_facts(session.study_id)
     row = _validated(payload, session, study)
-    insert = (postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert)(Answer)
-    stored = db.session.execute(
-        insert.values(**row, received_at=now).on_conflict_do_nothing(index_elements=["session_id", "trial_index"])
-        .returning(Answer.id)
-    ).scalar()
+    stored = db.session.execute(_insert(db.engine.dialect.name), {**row, "received_at": now}).scalar()
     if stored is None:
-        existing = db.session.scalar(select(Answer.client_id).where(
-            Answer.session_id == session.id, Answer.trial_index == row["trial_index"]))
+        existing = db.session.scalar(_EXISTING, {"sid": session.id, "index": row["trial_index"]})
         if existing != row["client_id"]:
             raise AnswerError(409, f"trial {row['trial_index']} of this session already has a different answer")
-        return False
+        return False, session.state
 
-    if row["block"] == "main" and session.state != "in_task":
-        session.move_to("in_task", now)
-    if row["is_catch"] and row["task"] == "label" and row["response_label"] != stimulus_facts(study.id)[row["stimulus_id"]].true_label:
-        session.catch_failed += 1
-        limit = study.config["screen_out_after_catch_failures"]
-        if limit and session.catch_failed >= limit:
-            session.move_to("screened_out", now)
-    session.touch(now)
-    return True
+    changes: dict[str, Any] = {"last_seen_at": now, "lease_expires_at": now + study.lease}
+    state = session.state
+    if row["block"] == "main" and state != "in_task":
+        changes |= transition(state, "in_task", now)
+        state = "in_task"
+    if row["is_catch"] and row["task"] == "label" and row["response_label"] != study.stimuli[row["stimulus_id"]][1]:
+        changes["catch_failed"] = session.catch_failed + 1
+        if study.screen_out_after and changes["catch_failed"] >= study.screen_out_after:
+            changes |= transition(state, "screened_out", now)
+            state = "screened_out"
+    db.session.execute(_TOUCH, {"sid": session.id, **changes})
+    return True, state
 
 
 def missing_trials(session: ParticipantSession) -> list[int]:

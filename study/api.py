@@ -10,13 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request, url_for
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from study.answers import ANSWERABLE_STATES, AnswerError, missing_trials, record_answer
 from study.config import config_from_dict
-from study.db import db, utcnow
-from study.participant import home_url, load_session
-from study.security import session_token
+from study.db import begin_write, db, utcnow
+from study.models import ParticipantSession
+from study.participant import home_url, load_session, page_url
+from study.security import public_id_from_token, session_token
 
 bp = Blueprint("api", __name__)
 
@@ -38,17 +40,23 @@ def json_body() -> Any:
 @bp.post("/s/<token>/answers")
 def answers(token: str):
     payload = json_body()
-    session = load_session(token, write=True)
+    public_id = public_id_from_token(token)
+    if public_id is None:
+        abort(404, "this study link is not valid")
+    begin_write()
     try:
-        created = record_answer(session, payload, utcnow())
+        created, state = record_answer(public_id, payload, utcnow())
+    except LookupError:
+        abort(404, "this study session does not exist")
     except AnswerError as exc:
         db.session.rollback()
-        ended = {"next": home_url(session)} if session.state not in ANSWERABLE_STATES else {}
+        state = db.session.scalar(select(ParticipantSession.state).where(ParticipantSession.public_id == public_id))
+        ended = {"next": page_url(public_id, state)} if state not in ANSWERABLE_STATES else {}
         return jsonify(error=str(exc), **ended), exc.status
     db.session.commit()
     body = {"ok": True, "trial_index": payload["trial_index"], "duplicate": not created}
-    if session.state not in ANSWERABLE_STATES:  # e.g. screened out by this answer
-        body["next"] = home_url(session)
+    if state not in ANSWERABLE_STATES:  # e.g. screened out by this answer
+        body["next"] = page_url(public_id, state)
     return jsonify(body), 201 if created else 200
 
 

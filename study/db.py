@@ -22,7 +22,9 @@ class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+# Objects stay readable after commit (no reload query per attribute): a request commits once, at
+# its end, and nothing outside the request changes what it already read in a way it relies on.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
 
 def utcnow() -> dt.datetime:

@@ -40,6 +40,13 @@ class InvalidTransition(Exception):
     pass
 
 
+def transition(current: str, new: str, now: dt.datetime) -> dict[str, Any]:
+    """The column values of a move from `current` to `new`: the state and its timestamp."""
+    if new not in TRANSITIONS[current]:
+        raise InvalidTransition(f"a {current} session cannot become {new}")
+    return {"state": new, f"{new}_at": now}
+
+
 class Study(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -158,10 +165,8 @@ class ParticipantSession(db.Model):
 
     def move_to(self, state: str, now: dt.datetime | None = None) -> None:
         """Change state along an allowed edge and stamp the transition time."""
-        if state not in TRANSITIONS[self.state]:
-            raise InvalidTransition(f"a {self.state} session cannot become {state}")
-        self.state = state
-        setattr(self, f"{state}_at", now or utcnow())
+        for column, value in transition(self.state, state, now or utcnow()).items():
+            setattr(self, column, value)
 
     def touch(self, now: dt.datetime) -> None:
         """Record activity and extend the lease that keeps this session's place in its list."""

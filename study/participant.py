@@ -50,12 +50,16 @@ def load_session(token: str, write: bool = False) -> ParticipantSession:
 
 def home_url(session: ParticipantSession) -> str:
     """The page the session's state calls for."""
-    token = session_token(session.public_id)
-    if session.state in ENDED_STATES:
+    return page_url(session.public_id, session.state, instructed=session.instructed_at is not None)
+
+
+def page_url(public_id: str, state: str, instructed: bool = True) -> str:
+    token = session_token(public_id)
+    if state in ENDED_STATES:
         return url_for("participant.ended", token=token)
-    if session.state == "completed":
+    if state == "completed":
         return url_for("participant.debrief", token=token)
-    if session.instructed_at is None:
+    if not instructed:
         return url_for("participant.instructions", token=token)
     return url_for("participant.task", token=token)
 

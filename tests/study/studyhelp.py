@@ -12,8 +12,9 @@ from typing import Any, Iterator
 import pytest
 import tomli_w
 
+from study.synthetic import write_stimulus_set
+
 from conftest import VENV_BIN, free_port, wait_for_http
-from stimset import write_stimulus_set
 
 BASE_CONFIG: dict[str, Any] = {
     "id": "test-study", "title": "Digit study (test)", "estimated_minutes": 5, "target_participants": 12,

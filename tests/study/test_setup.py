@@ -10,9 +10,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from stimset import write_stimulus_set
 from study.config import ConfigError, load_config, parse_config
 from study.design import build_design
+from study.synthetic import write_stimulus_set
 from studyhelp import BASE_CONFIG, make_app, stimset, write_config  # noqa: F401  (fixtures)
 
 

@@ -1,23 +1,31 @@
-"""Write small stimulus sets in the engine's format (contracts/stimulus_manifest.v1.schema.json).
+"""Synthetic stimulus sets (random-pixel images) in the engine's format
+(contracts/stimulus_manifest.v1.schema.json), for tests, benchmarks and pilots without the engine.
 
-Stands in for `engine generate-stimuli` in the study's tests; it imports nothing from the engine.
+It imports nothing from the engine and needs no imaging library: the PNGs are written by hand.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import struct
+import zlib
 from pathlib import Path
 
-from PIL import Image
+SIZE = 28
 
-DEFENSES = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform")
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _png(path: Path, rng: random.Random) -> str:
-    image = Image.new("L", (28, 28))
-    image.putdata([rng.randrange(256) if rng.random() < 0.2 else 0 for _ in range(28 * 28)])
-    image.save(path, format="PNG")
+    """An 8-bit grayscale 28×28 PNG of sparse random pixels; returns its sha256."""
+    rows = b"".join(b"\x00" + bytes(rng.randrange(256) if rng.random() < 0.2 else 0 for _ in range(SIZE))
+                    for _ in range(SIZE))  # filter byte 0 (none) before each row
+    header = struct.pack(">IIBBBBB", SIZE, SIZE, 8, 0, 0, 0, 0)  # 8-bit, grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows))
+                     + _chunk(b"IEND", b""))
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -27,7 +35,7 @@ def write_stimulus_set(directory: Path, sources: int = 8, conditions: tuple[str,
     rng = random.Random(seed)
     (directory / "images").mkdir(parents=True, exist_ok=True)
     defenses = [c for c in conditions if c != "clean"]
-    models = [{"id": f"{c}-s0", "condition": c, "architecture": "test", "hyperparameters": {},
+    models = [{"id": f"{c}-s0", "condition": c, "architecture": "synthetic", "hyperparameters": {},
                "checkpoint_sha256": "a" * 64, "clean_accuracy": 0.97} for c in defenses]
     stimuli = []
 
@@ -55,8 +63,8 @@ def write_stimulus_set(directory: Path, sources: int = 8, conditions: tuple[str,
         add("catch", f"catch-{k:04d}", "clean", 2000 + k, (k + 5) % 10, None)
     manifest = {
         "schema_version": "1.0", "created_at": "2026-11-25T11:30:00Z",
-        "engine": {"version": "test", "git_commit": None}, "config": {"preset": "test"}, "seed": seed,
-        "dataset": {"name": "test", "source": "tests/study/stimset.py", "split": "test", "sha256": "d" * 64},
+        "engine": {"version": "synthetic", "git_commit": None}, "config": {"preset": "synthetic"}, "seed": seed,
+        "dataset": {"name": "synthetic", "source": "study/synthetic.py", "split": "test", "sha256": "d" * 64},
         "models": models, "stimuli": stimuli,
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -1,0 +1,268 @@
+"""Answer throughput of the study server: 128 simulated participants posting answers at once.
+
+One gunicorn server serves the real answer endpoint and, for comparison, a bare endpoint that only
+parses the JSON and inserts one row into the same database (no session lookup, validation, state
+or lease). A load generator in a separate process (asyncio, keep-alive HTTP/1.1 on loopback)
+runs 128 closed-loop clients: each posts its participant's answers one after the other as fast
+as the server acknowledges them. Bare and real runs alternate in one server run, so both see the
+same machine state; the best of each is reported. SQLite (WAL) and PostgreSQL.
+
+`python -m benchmarks --only server [--tier quick|full]`
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+from benchmarks.results import Entry, write_section
+
+BIN = Path(sys.executable).parent
+CLIENTS = 128
+SOURCES = 64  # images per participant: 64 × 2 questions = 128 answers each
+TIERS = {"quick": {"rounds": 2}, "full": {"rounds": 4}}
+GUNICORN = ["--workers", "4", "--worker-class", "gthread", "--threads", "4", "--backlog", "2048"]
+BARE_TABLE = "CREATE TABLE IF NOT EXISTS bench_bare (id {pk}, session_id VARCHAR(32), trial_index INTEGER, " \
+             "client_id VARCHAR(64), response INTEGER, rt_ms FLOAT, received_at TIMESTAMP)"
+
+
+def bench_app():
+    """The study app plus the bare insert-only endpoint (`gunicorn 'benchmarks.bench_server:bench_app()'`)."""
+    from flask import jsonify, request
+    from sqlalchemy import text
+
+    from study import create_app
+    from study.db import db, utcnow
+
+    app = create_app()
+    with app.app_context():
+        pk = "SERIAL PRIMARY KEY" if db.engine.dialect.name == "postgresql" else "INTEGER PRIMARY KEY"
+        with db.engine.begin() as conn:
+            conn.execute(text(BARE_TABLE.format(pk=pk)))
+
+    @app.post("/bench/bare")
+    def bare():
+        body = request.get_json()
+        db.session.execute(text("INSERT INTO bench_bare (session_id, trial_index, client_id, response, rt_ms, received_at) "
+                                "VALUES (:s, :i, :c, :r, :rt, :at)"),
+                           {"s": body["session"], "i": body["trial_index"], "c": body["client_id"],
+                            "r": body["response"], "rt": body["rt_ms"], "at": utcnow()})
+        db.session.commit()
+        return jsonify(ok=True), 201
+
+    return app
+
+
+# --- load generator (runs in its own process) ---------------------------------------------------
+
+async def _client(host: str, port: int, requests: list[tuple[str, bytes]], latencies: list[float], errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    for path, body in requests:
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        start = time.perf_counter()
+        writer.write(head + body)
+        status_line = await reader.readline()
+        length, close = 0, False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                close = True
+        await reader.readexactly(length)
+        latencies.append(time.perf_counter() - start)
+        status = int(status_line.split()[1]) if status_line else 0
+        if status not in (200, 201):
+            errors.append(f"{status} {path}")
+        if close:
+            writer.close()
+            reader, writer = await asyncio.open_connection(host, port)
+    writer.close()
+
+
+def _load(host: str, port: int, plans: list[list[tuple[str, bytes]]], out: multiprocessing.Queue) -> None:
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def main() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(_client(host, port, plan, latencies, errors) for plan in plans))
+        return time.perf_counter() - start
+
+    elapsed = asyncio.run(main())
+    out.put({"elapsed": elapsed, "latencies": latencies, "errors": errors[:20], "error_count": len(errors)})
+
+
+def run_load(base: str, plans: list[list[tuple[str, bytes]]]) -> dict[str, Any]:
+    host, port = base.removeprefix("http://").split(":")
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_load, args=(host, int(port), plans, out))
+    proc.start()
+    result = out.get()
+    proc.join()
+    lat = sorted(result["latencies"])
+    return {"rate": len(lat) / result["elapsed"], "p50": lat[len(lat) // 2] * 1000, "p99": lat[int(len(lat) * 0.99)] * 1000,
+            "errors": result["error_count"], "n": len(lat), "examples": result["errors"]}
+
+
+# --- participants -------------------------------------------------------------------------------
+
+def real_plans(base: str) -> list[list[tuple[str, bytes]]]:
+    """128 fresh participants through consent and instructions (untimed); their answers to post."""
+    from study.driver import Participant
+
+    def prepare(k: int) -> list[tuple[str, bytes]]:
+        bot = Participant(base, "bench", {"participant": uuid.uuid4().hex}, seed=k)
+        bot.start()
+        bot.close()
+        rng = bot.rng
+        return [(bot.data["answers_url"], json.dumps({
+            "client_id": uuid.uuid4().hex, "trial_index": t["i"], "stimulus": t["stimulus"],
+            "response": rng.randrange(10) if t["task"] == "label" else rng.randint(1, 5),
+            "rt_ms": 700.0, "presented_at": time.time() * 1000, "responded_at": time.time() * 1000 + 700}).encode())
+            for t in bot.data["trials"]]
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(prepare, range(CLIENTS)))
+
+
+def bare_plans(real: list[list[tuple[str, bytes]]]) -> list[list[tuple[str, bytes]]]:
+    """The same number of answers with the same payload sizes, to the bare endpoint."""
+    return [[("/bench/bare", json.dumps({**json.loads(body), "session": path.split("/")[2][:32]}).encode())
+             for path, body in plan] for plan in real]
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A PostgreSQL cluster in a temp dir on loopback (like the test harness's fixture)."""
+    bin_dir = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))[-1].parent
+    as_pg = (lambda cmd: ["runuser", "-u", "postgres", "--", *cmd]) if os.geteuid() == 0 else (lambda cmd: cmd)
+    root = Path(tempfile.mkdtemp(prefix="pgbench-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    port = _free_port()
+    subprocess.run(as_pg([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth=trust"]),
+                   check=True, capture_output=True)
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    subprocess.run(as_pg([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-o", opts, "-l", str(root / "log"), "-w", "start"]),
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(as_pg([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "bench"]),
+                       check=True, capture_output=True)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/bench"
+    finally:
+        subprocess.run(as_pg([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "stop"]), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def served(database_url: str, workdir: Path) -> Iterator[str]:
+    from study.synthetic import write_stimulus_set
+
+    env = {**os.environ, "STUDY_DATABASE_URL": database_url, "STUDY_SECRET_KEY": "bench"}
+    stimuli = write_stimulus_set(workdir / "stimuli", sources=SOURCES, conditions=("normal", "gradreg"), practice=0, catch=0)
+    config = workdir / "bench.toml"
+    config.write_text(
+        'id = "bench"\ntitle = "Benchmark"\ntarget_participants = 100000\npractice_trials = 0\ncatch_rate = 0\n'
+        '[texts]\nconsent = "c"\ninstructions = "i"\ndebrief = "d"\n[completion]\ncode = "OK"\ndeclined_code = "NO"\n')
+    for args in (["init-db"], ["create-study", str(config), "--stimuli", str(stimuli)]):
+        subprocess.run([str(BIN / "flask"), "--app", "study", *args], env=env, check=True, capture_output=True)
+    port = _free_port()
+    proc = subprocess.Popen([str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", *GUNICORN,
+                             "benchmarks.bench_server:bench_app()"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait(f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def measure(database_url: str, rounds: int) -> dict[str, dict[str, float]]:
+    """Alternate bare and real runs on one server; keep each endpoint's best round."""
+    best: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, served(database_url, Path(tmp)) as base:
+        for round_ in range(rounds):
+            real = real_plans(base)
+            for name, plans in (("bare", bare_plans(real)), ("real", real)):
+                result = run_load(base, plans)
+                print(f"   {name:4} round {round_ + 1}: {result['rate']:7.0f} answers/s  p50 {result['p50']:6.1f} ms  "
+                      f"p99 {result['p99']:6.1f} ms  errors {result['errors']}", flush=True)
+                if result["errors"]:
+                    print("     e.g.", result["examples"][:3], flush=True)
+                if name not in best or result["rate"] > best[name]["rate"]:
+                    best[name] = result
+                # Errors anywhere count, not only in the best round.
+                best[name]["all_errors"] = best[name].get("all_errors", 0) + result["errors"]
+    return best
+
+
+def run(tier: str) -> None:
+    rounds = TIERS[tier]["rounds"]
+    entries, notes = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        databases = [("SQLite (WAL)", f"sqlite:///{Path(tmp) / 'bench.sqlite'}", contextlib.nullcontext())]
+        if list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+            databases.append(("PostgreSQL", None, throwaway_postgres()))
+        for label, url, server in databases:
+            with server as pg_url:
+                print(f"== {label}", flush=True)
+                best = measure(url or pg_url, rounds)
+            real, bare = best["real"], best["bare"]
+            ratio = real["rate"] / bare["rate"]
+            is_sqlite = label.startswith("SQLite")
+            entries += [
+                Entry(f"{label}: answers/s, {CLIENTS} concurrent participants", f"{real['rate']:.0f}",
+                      f"bare insert endpoint {bare['rate']:.0f}/s", f"{ratio:.2f}×",
+                      "≥ 0.65× bare (≈ ≥ 1,000/s)" if is_sqlite else "report"),
+                Entry(f"{label}: answer latency p50 / p99", f"{real['p50']:.0f} / {real['p99']:.0f} ms",
+                      f"bare {bare['p50']:.0f} / {bare['p99']:.0f} ms", f"{real['p99'] / bare['p99']:.2f}× (p99)",
+                      "p99 ≤ 250 ms" if is_sqlite else "report"),
+                Entry(f"{label}: failed answer posts", f"{real['all_errors']} of {real['n'] * rounds}",
+                      f"bare {bare['all_errors']}", "—", "0"),
+            ]
+    notes.append(f"gunicorn {' '.join(GUNICORN)}; load generator: one separate process, asyncio, {CLIENTS} keep-alive "
+                 f"clients, closed loop (each posts its next answer when the last is acknowledged), {SOURCES * 2} answers "
+                 f"per participant, best of {rounds} alternating rounds per endpoint; server and load generator share "
+                 f"the same {os.cpu_count()} cores. The real endpoint authenticates the session token, validates the "
+                 "answer against the session's plan, inserts with ON CONFLICT DO NOTHING, advances the state and extends "
+                 "the lease, all in one BEGIN IMMEDIATE transaction (SQLite).")
+    write_section("Study server: answers under load", entries, command=f"python -m benchmarks --only server --tier {tier}",
+                  notes="\n".join(notes))
