@@ -22,9 +22,8 @@ from scipy import special, stats
 from statsmodels.miscmodels.ordinal_model import OrderedModel
 from statsmodels.tools.numdiff import approx_fprime
 
-# Canonical order (tables list conditions in it); `normal` is the reference of every model.
+# Canonical order (tables list conditions in it); its first present condition, `normal`, is every model's reference.
 CONDITION_ORDER = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform", "clean")
-REFERENCE = "normal"
 MIN_UNITS = 20  # fewer clusters than this per dimension: CGM standard errors run small
 
 
@@ -117,6 +116,13 @@ def ordered_conditions(values: pd.Series) -> list[str]:
     return [c for c in CONDITION_ORDER if c in present]
 
 
+def analysed_data(answers: pd.DataFrame, outcome: str) -> tuple[pd.DataFrame, list[str]]:
+    """Answers that enter the condition contrasts of `outcome` (clean controls never do), and their
+    conditions in canonical order: the reference (normal, else the first present) comes first."""
+    data = answers.loc[answers["condition"] != "clean"].dropna(subset=[outcome])
+    return data, ordered_conditions(data["condition"])
+
+
 @dataclass
 class ModelFit:
     outcome: Outcome
@@ -158,12 +164,11 @@ class ModelFit:
 
 
 def _design(answers: pd.DataFrame, outcome: Outcome, covariate: bool) -> tuple[pd.DataFrame, str, list[str]]:
-    data = answers.loc[answers["condition"] != "clean"].dropna(subset=[outcome.name])
-    conditions = ordered_conditions(data["condition"])
-    reference = REFERENCE if REFERENCE in conditions else conditions[0]
-    conditions = [reference] + [c for c in conditions if c != reference]
+    data, conditions = analysed_data(answers, outcome.name)
+    if not conditions:
+        raise ValueError(f"{outcome.title}: no answers to analyse")
     data = data.assign(condition=pd.Categorical(data["condition"], categories=conditions))
-    rhs = f"C(condition, Treatment(reference='{reference}'))"
+    rhs = f"C(condition, Treatment(reference='{conditions[0]}'))"
     if covariate:  # centred, so the intercept stays the reference condition at the average norm
         data = data.assign(l2_centred=data["norm_l2"] - data["norm_l2"].mean())
         rhs += " + l2_centred"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.inference import OUTCOMES, Layout, REFERENCE, contrast_table, fit_model, planned_contrasts
+from analysis.inference import OUTCOMES, Layout, analysed_data, contrast_table, fit_model, planned_contrasts
 from analysis.tables import Table, plain_table
 
 R_SCRIPT = r"""
@@ -75,7 +75,7 @@ def fit_in_r(answers: pd.DataFrame, layout: Layout, outcomes: tuple[str, ...] = 
         script, data_csv, out_csv = Path(tmp, "fit.R"), Path(tmp, "data.csv"), Path(tmp, "out.csv")
         script.write_text(R_SCRIPT)
         data.to_csv(data_csv, index=False)
-        reference = REFERENCE if REFERENCE in set(data["condition"]) else sorted(set(data["condition"]))[0]
+        reference = analysed_data(data, outcomes[0])[1][0]
         result = subprocess.run(["Rscript", str(script), str(data_csv), str(out_csv), random_terms(layout), ",".join(outcomes), reference],
                                 capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:

@@ -29,8 +29,8 @@ from analysis.agreement import alpha_by_condition
 from analysis.descriptives import condition_summary, rating_distribution
 from analysis.exclusions import apply_exclusions, load_rules
 from analysis.html_report import Section, render
-from analysis.inference import (OUTCOMES, REFERENCE, Layout, contrast_table, detect_layout, fit_model, omnibus,
-                                ordered_conditions, planned_contrasts)
+from analysis.inference import (OUTCOMES, Layout, analysed_data, contrast_table, detect_layout, fit_model, omnibus,
+                                planned_contrasts)
 from analysis.io import answers_frame, load_responses
 from analysis.robustness import by_image, by_participant
 from analysis.tables import Table, fmt_num, fmt_with_ci, plain_table, significance_table
@@ -155,7 +155,7 @@ def robustness_section(report: Report, answers: pd.DataFrame, layout: Layout) ->
         "only because readers expect them."))
     for outcome in OUTCOMES:
         with report.step(f"{outcome.title}: robustness tests"):
-            contrasts = planned_contrasts(_conditions(answers, outcome.name))
+            contrasts = planned_contrasts(analysed_data(answers, outcome.name)[1])
             item = by_image(answers, outcome.name, layout, contrasts)
             section.tables.append(plain_table(item, f"by_image_{outcome.name}", f"{outcome.title}: by-image (F2) tests",
                                               f"Per-image means; {item['test'].iloc[0]}. Holm within family."))
@@ -165,12 +165,6 @@ def robustness_section(report: Report, answers: pd.DataFrame, layout: Layout) ->
                                               f"{outcome.title}: by-participant tests (images fixed — not valid for images in general)",
                                               "Participant means per condition; paired t and Wilcoxon signed-rank. Secondary only."))
     report.add(section)
-
-
-def _conditions(answers: pd.DataFrame, column: str) -> list[str]:
-    """Conditions with this outcome, reference first (as the models order them)."""
-    present = ordered_conditions(answers.loc[answers["condition"] != "clean"].dropna(subset=[column])["condition"])
-    return ([REFERENCE] if REFERENCE in present else []) + [c for c in present if c != REFERENCE]
 
 
 def write_outputs(report: Report, title: str, summary: str) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from analysis.inference import Layout, REFERENCE, holm_within, ordered_conditions, planned_contrasts
+from analysis.inference import Layout, analysed_data, holm_within, planned_contrasts
 from analysis.tables import Table, plain_table
 
 
@@ -44,9 +44,7 @@ def random_factors(layout: Layout) -> dict[str, str]:
 
 
 def fit_crossed_lmm(answers: pd.DataFrame, outcome: str, layout: Layout) -> MixedFit:
-    data = answers.loc[answers["condition"] != "clean"].dropna(subset=[outcome])
-    present = ordered_conditions(data["condition"])
-    conditions = [REFERENCE] + [c for c in present if c != REFERENCE] if REFERENCE in present else present
+    data, conditions = analysed_data(answers, outcome)
     data = data.assign(condition=pd.Categorical(data["condition"], categories=conditions), one=1)
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:

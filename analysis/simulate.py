@@ -73,6 +73,7 @@ def simulate_answers(layout: str = "matched", participants: int = 60, sources: i
         cond = (source + part % n_cond) % n_cond  # Latin square: list = participant mod 4
         item = source * n_cond + cond
         n_items = sources * n_cond
+        item_cond = np.arange(n_items) % n_cond
     else:
         raise ValueError(f"layout must be 'matched' or 'nested', not {layout!r}")
 
@@ -100,7 +101,7 @@ def simulate_answers(layout: str = "matched", participants: int = 60, sources: i
     other_label = (true_label + 2 + extra.integers(0, 8, len(part))) % 10
     response_label = np.where(is_target, target_label, np.where(is_true, true_label, other_label))
     conditions = np.asarray(CONDITIONS)[cond]
-    item_l2 = np.array([MEAN_L2[c] for c in np.asarray(CONDITIONS)[_item_conditions(layout, n_items, n_cond, sources)]])
+    item_l2 = np.array([MEAN_L2[c] for c in np.asarray(CONDITIONS)[item_cond]])
     item_l2 = item_l2 * np.exp(extra.normal(0, 0.15, n_items))
     trials = pd.DataFrame({
         "participant_id": np.char.add("sim-p", np.char.zfill(part.astype(str), 4)),
@@ -119,12 +120,6 @@ def simulate_answers(layout: str = "matched", participants: int = 60, sources: i
     answers["true"] = np.where(answers["task"] == "label", (answers["response_label"] == answers["true_label"]).astype(float), np.nan)
     answers.attrs.update(layout=layout, seed=seed, effects=asdict(effects), rating_min=1, rating_max=7)
     return answers
-
-
-def _item_conditions(layout: str, n_items: int, n_cond: int, sources: int) -> np.ndarray:
-    if layout == "nested":
-        return np.repeat(np.arange(n_cond), sources // n_cond)
-    return np.arange(n_items) % n_cond
 
 
 def to_responses(answers: pd.DataFrame, study_id: str = "sim") -> pd.DataFrame:
