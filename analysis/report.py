@@ -33,7 +33,7 @@ from analysis.inference import (OUTCOMES, Layout, analysed_data, contrast_table,
                                 planned_contrasts)
 from analysis.io import answers_frame, load_responses
 from analysis.robustness import by_image, by_participant
-from analysis.tables import Table, fmt_num, fmt_with_ci, plain_table, significance_table
+from analysis.tables import Table, apa_sentence, fmt_with_ci, plain_table, significance_table
 from contracts import ContractError
 
 
@@ -126,7 +126,7 @@ def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, covar
         "is descriptive (cluster-robust Wald tests of several restrictions over-reject with tens of clusters). "
         + ("The L2 norm of each image's perturbation enters as a centred covariate, separating 'looks more like the "
            "target' from 'was changed more'; Δ averages over the observed norms." if covariate else "")))
-    omnibus_rows, diagnostics = [], []
+    omnibus_rows, diagnostics, sentences = [], [], []
     clustering = f"participants × {'source digits' if layout.unit == 'source_id' else 'images'}"
     for outcome in OUTCOMES:
         with report.step(f"{outcome.title}: primary model{label}"):
@@ -135,6 +135,7 @@ def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, covar
             table = contrast_table(fit, planned_contrasts(fit.conditions))
             section.tables.append(significance_table(table, f"{outcome.title}: planned contrasts{label}",
                                                      f"contrasts_{outcome.name}{suffix}", clustering))
+            sentences += [apa_sentence(row) for _, row in table[table["family"] == "primary"].iterrows()]
             omnibus_rows.append(omnibus(fit))
             diagnostics.append({"outcome": outcome.name, "model": fit.formula, "method": fit.method, "answers": fit.n_obs,
                                 "participants": fit.n_participants, "image units": len(set().union(*fit.units.values())),
@@ -144,6 +145,7 @@ def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, covar
                                           "Two-way cluster-robust Wald chi-square that all conditions are equal. Over-sized in "
                                           "simulation (0.08–0.11 at a nominal .05): not a basis for decisions."))
         section.tables.append(plain_table(pd.DataFrame(diagnostics), f"model_diagnostics{suffix}", f"Models as fitted{label}"))
+    section.intro += "\n\nIn words (primary family):\n\n" + "\n\n".join(sentences) if sentences else ""
     report.add(section)
 
 

@@ -121,3 +121,25 @@ def plain_table(data: pd.DataFrame, name: str, title: str, note: str = "", digit
 
     frame = pd.DataFrame({str(c): [cell(c, v) for v in data[c]] for c in data.columns})
     return Table(name, title, frame, note, data)
+
+
+def apa_sentence(row: pd.Series) -> str:
+    """One planned contrast in words, APA style, ready for a Results section."""
+    a, b = row["contrast"].split(" − ")
+    direction = "more" if row["estimate"] > 0 else "less"
+    what = {"target": f"labelled as the attack's target digit {direction} often",
+            "true": f"labelled as their true digit {direction} often",
+            "rating": f"rated as {direction} legitimate examples of the target digit"}[row["outcome"]]
+    scale, digits, unit = (1, 2, "scale points") if row["outcome"] == "rating" else (100, 1, "percentage points")
+    shift = (f"{fmt_num(scale * row['diff'], digits)} {unit}, 95% CI "
+             f"{fmt_ci(scale * row['diff_low'], scale * row['diff_high'], digits)}")
+    verdict = "" if row["p_holm"] < 0.05 else "; the difference is not significant after Holm adjustment"
+    return (f"Images made against the {a} model were {what} than images made against the {b} model "
+            f"(b = {fmt_num(row['estimate'])}, SE = {fmt_num(row['se'])}, t({int(row['df'])}) = {fmt_num(row['t'])}, "
+            f"p {_p_phrase(row['p'])}, Holm-adjusted p {_p_phrase(row['p_holm'])}; {row['ratio_name']} = "
+            f"{fmt_with_ci(row['ratio'], row['ratio_low'], row['ratio_high'])}; {shift}){verdict}.")
+
+
+def _p_phrase(p: float) -> str:
+    formatted = fmt_p(p)
+    return formatted if formatted.startswith("<") else f"= {formatted}"
