@@ -82,14 +82,18 @@ def binding_constraint(grid: pd.DataFrame) -> list[str]:
 
 
 def power_section(args: argparse.Namespace, answers: pd.DataFrame, layout: Layout) -> Section:
-    estimated = label_variance_components(answers, layout)
+    if args.power_label_sds:
+        sd_p, sd_i = (float(v) for v in args.power_label_sds.split(","))
+        estimated, origin = {"sd_p": sd_p, "sd_i": sd_i}, f"label SDs as given (participant {sd_p:.2f}, image unit {sd_i:.2f})"
+    else:
+        estimated = label_variance_components(answers, layout)
+        origin = (f"label SDs estimated from these data (participant {estimated['sd_p']:.2f}, image unit {estimated['sd_i']:.2f}; "
+                  "variational GLMM point estimates)" if estimated else "label SDs from the research note's defaults (too little data to estimate)")
     effects = assumed_effects(args.power_target_effect, args.power_rating_effect, estimated)
     participants = [int(v) for v in args.power_participants.split(",")]
     sources = [int(v) for v in args.power_sources.split(",")]
     grid = power_grid(layout.name, participants, sources, effects, args.power_studies, args.seed)
     wide = grid.pivot_table(index=["participants", "sources"], columns="test", values="power", sort=False).reset_index()
-    origin = (f"label SDs estimated from these data (participant {effects.sd_p:.2f}, image unit {effects.sd_i:.2f}; variational "
-              "GLMM point estimates)" if estimated else "label SDs from the research note's defaults (too little data to estimate)")
     intro = (f"{args.power_studies} simulated {layout.name}-layout studies per cell. Assumed effect of every defended model vs normal: "
              f"{args.power_target_effect:+.2f} log-odds (target label), {args.power_rating_effect:+.2f} latent logits (rating); "
              f"{origin}; rating SDs participant {effects.sd_p_rating}, image {effects.sd_i_rating}. Power = share of studies in which "

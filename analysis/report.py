@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="assumed gradreg − normal effect on the target-label log-odds (default 0.5)")
     power.add_argument("--power-rating-effect", type=float, default=0.3,
                        help="assumed gradreg − normal effect on the latent rating logit (default 0.3)")
+    power.add_argument("--power-label-sds", help="participant and image-unit SDs of the target label (logit scale), e.g. 0.8,0.8; "
+                                                 "default: estimated from the data when it has ≥ 10 participants, else 0.8,0.8")
     return parser
 
 
