@@ -1,9 +1,17 @@
 """The analysis: what the analyst runs on the answers a study collected.
 
-`analysis` owns reading responses (an exported `responses.csv` or the `responses_long` view of a
-study database; both follow `contracts/response_row.v1.schema.json`), exclusions, descriptives with
-two-way bootstrap intervals, the crossed participant × image inference (cluster-robust logistic and
-proportional-odds models, Holm-corrected contrasts, effect sizes), agreement, power, and the
-report (Markdown / LaTeX / CSV tables, PNG / SVG figures, HTML). It needs neither torch nor flask:
-`pip install .[analysis]`. Entry point: `python analysis/report.py RESPONSES --out DIR`.
+`python analysis/report.py RESPONSES --out DIR` (or `python -m analysis.report`), where RESPONSES is
+an exported `responses.csv` or a database URL read through the `responses_long` view; both follow
+`contracts/response_row.v1.schema.json`. Options: `--config analysis.toml` ([exclusions] rules) and
+flags overriding them, `--covariate-l2`, `--sensitivity` (crossed-variance-component MixedLM),
+`--crosscheck-r` (lme4 glmer / ordinal clmm via Rscript), `--power` (participants × sources grid).
+It needs neither torch nor flask: `pip install .[analysis]`.
+
+Modules, one idea each: `io` (reading and validating, derived outcomes), `exclusions` (rules and
+the CONSORT table), `simulate` (studies with known effects, matched or nested layout),
+`descriptives` (two-way bootstrap), `inference` (two-way cluster-robust logistic and
+proportional-odds models, planned contrasts, Holm), `robustness` (by-image and images-fixed tests),
+`agreement` (Krippendorff's alpha), `sensitivity` (MixedLM), `rcheck` (R), `power`, `calibration`
+(Monte-Carlo checks of the primary tests), `tables` / `figures` / `html_report` (outputs) and
+`report` (the command). The methods and their measured behaviour: ../shared/research/analysis.md.
 """
