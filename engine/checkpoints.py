@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine.data import Dataset
 from engine.models import ARCHITECTURES, build_model
 
 
@@ -83,3 +84,18 @@ def load(path: Path, architecture: str | None = None, device: str = "cpu") -> tu
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise CheckpointError(f"checkpoint {path} does not fit architecture {arch!r}: {first}") from None
     return model.to(device).eval(), meta
+
+
+def load_many(paths: list[Path], dataset: Dataset) -> tuple[dict[str, nn.Module], list[dict]]:
+    """User-named checkpoints keyed by condition, each checked to come from `dataset`."""
+    models, metas = {}, []
+    for path in paths:
+        model, meta = load(path)
+        if meta.get("dataset_sha256") != dataset.sha256:
+            raise CheckpointError(f"checkpoint {path} was trained on another data set (sha256 {str(meta.get('dataset_sha256'))[:12]}…) "
+                                  f"than {dataset.name} ({dataset.sha256[:12]}…); pass the matching --dataset")
+        if meta["condition"] in models:
+            raise CheckpointError(f"two checkpoints of condition {meta['condition']!r}; pass one model per condition")
+        models[meta["condition"]] = model
+        metas.append(meta)
+    return models, metas

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine import __version__, sweep, zoo
+from engine import __version__, evaluate, explain, stimuli, sweep, zoo
 from engine.checkpoints import CheckpointError
 from engine.config import ConfigError
 from engine.data import EMBEDDED, DatasetError, load_dataset
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=EMBEDDED, help=f"'{EMBEDDED}' (embedded, default) or a directory of MNIST-format IDX files")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split (default 0)")
     p.set_defaults(func=cmd_data)
-    for module in (zoo, sweep):
+    for module in (zoo, sweep, evaluate, explain, stimuli):
         module.add_parser(sub)
     return parser
 

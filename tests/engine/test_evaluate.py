@@ -1,0 +1,112 @@
+"""`engine evaluate` and `engine explain`: intervals, the grid's shape, the checks, the files written."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from engine import checkpoints
+from engine.data import load_dataset
+from engine.evaluate import (EPS_GRID, PGD_EPS, aggregate, fidelity_checks, robustness_counts, t_interval, wilson,
+                             write_report)
+from engine.explain import input_gradients, one_per_class, plot_grid
+from engine.models import CNN
+from engine.training import accuracy
+
+
+def test_wilson_interval_matches_the_formula_reference():
+    # Reference values (statsmodels proportion_confint(method="wilson")).
+    assert wilson(81, 100) == pytest.approx((0.7222, 0.8749), abs=1e-4)
+    assert wilson(0, 50) == pytest.approx((0.0, 0.0713), abs=1e-4)
+    assert wilson(1000, 1000)[1] == 1.0
+
+
+def test_t_interval_over_seeds():
+    mean, lo, hi = t_interval([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9) and (lo, hi) == pytest.approx((0.9 - 4.303 * 0.1 / 3 ** 0.5, 1.0))
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo():
+    ds = load_dataset()
+    models = {}
+    for seed, name in enumerate(["normal", "gradreg"]):
+        torch.manual_seed(seed)
+        model = CNN(4, 4, 16)
+        opt = torch.optim.Adam(model.parameters(), 3e-3)
+        for idx in torch.randperm(320, generator=torch.Generator().manual_seed(seed)).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(ds.train.x[idx]), ds.train.y[idx]).backward()
+            opt.step()
+        models[name] = model.eval()
+    return ds, models
+
+
+def test_grid_rows_report_and_files(tiny_zoo, tmp_path):
+    ds, models = tiny_zoo
+    x, y = ds.test.x[:40], ds.test.y[:40]
+    counts = robustness_counts(models, x, y, pgd_steps=3, progress=False)
+    rows = aggregate([counts], len(y))
+    keys = {(r["source"], r["evaluated"], r["attack"], r["eps"]) for r in rows}
+    assert len(rows) == len(keys) == 2 + 2 * 2 * 2 * len(EPS_GRID) + 2 * len(PGD_EPS)
+    at = {(r["source"], r["evaluated"], r["attack"], r["eps"]): r for r in rows}
+    assert at[("-", "normal", "clean", 0.0)]["accuracy"] == pytest.approx(accuracy(models["normal"], x, y))
+    assert at[("gradreg", "normal", "fgsm", 0.0)]["accuracy"] == at[("-", "normal", "clean", 0.0)]["accuracy"]
+    assert at[("normal", "normal", "fgsm", 0.3)]["accuracy"] < at[("-", "normal", "clean", 0.0)]["accuracy"]
+    assert all(r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == 40 and r["seeds"] == 1 for r in rows)
+    # Two seeds: mean of the two accuracies, t interval.
+    two = {(r["source"], r["evaluated"], r["attack"], r["eps"]): r for r in aggregate([counts, counts], 40)}
+    assert two[("-", "normal", "clean", 0.0)]["seeds"] == 2
+    meta = [{"condition": c, "id": f"{c}-test", "checkpoint_sha256": "0" * 64} for c in models]
+    write_report(rows, meta, tmp_path)
+    with open(tmp_path / "robustness.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0]) == ["source", "evaluated", "attack", "eps", "accuracy", "ci_low", "ci_high", "n", "seeds"]
+    assert len(table) == len(rows)
+    assert (tmp_path / "robustness-normal.png").stat().st_size > 1000 and (tmp_path / "robustness-gradreg.png").exists()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Fidelity checks" in summary and "gradreg ≥ 30 points above normal" in summary
+
+
+def row(source, evaluated, attack, eps, acc, half=0.02):
+    return {"source": source, "evaluated": evaluated, "attack": attack, "eps": eps, "accuracy": acc,
+            "ci_low": acc - half, "ci_high": acc + half, "n": 1000, "seeds": 1}
+
+
+def test_fidelity_checks_pass_and_fail():
+    rows = [row("-", m, "clean", 0.0, 0.97) for m in ("normal", "gradreg", "distilled")]
+    for eps in (0.2, 0.3):
+        rows += [row("normal", "normal", "fgsm", eps, 0.05), row("normal", "gradreg", "fgsm", eps, 0.8),
+                 row("normal", "distilled", "fgsm", eps, 0.3), row("gradreg", "distilled", "fgsm", eps, 0.33)]
+    rows += [row("distilled", "distilled", "fgsm", 0.3, 0.95), row("distilled", "distilled", "tgsm", 0.3, 0.4)]
+    checks = {claim: ok for claim, ok, _ in fidelity_checks(rows)}
+    assert all(checks.values()) and len(checks) == 3 + 2 + 2 + 1
+    rows[-2] = row("distilled", "distilled", "fgsm", 0.3, 0.5)  # no masking: FGSM works on it
+    rows[4] = row("normal", "gradreg", "fgsm", 0.2, 0.3)  # gradreg barely better
+    failed = [claim for claim, ok, _ in fidelity_checks(rows) if not ok]
+    assert len(failed) == 2 and any("masking" in c for c in failed) and any("ε=0.2: gradreg" in c for c in failed)
+
+
+def test_explain_maps_and_grid(tiny_zoo, tmp_path):
+    ds, models = tiny_zoo
+    idx = one_per_class(ds.test.y)
+    assert ds.test.y[idx].tolist() == list(range(10))
+    x = ds.test.x[idx]
+    grads = input_gradients(models["normal"], x)
+    assert grads.shape == x.shape and grads.abs().sum() > 0 and not models["normal"].training
+    plot_grid(models, x, tmp_path / "maps.png")
+    assert (tmp_path / "maps.png").stat().st_size > 1000
+
+
+def test_checkpoint_from_another_dataset_is_refused(tiny_zoo, tmp_path):
+    ds, models = tiny_zoo
+    meta = {"condition": "normal", "architecture": "demo", "dataset_sha256": "f" * 64}
+    path = tmp_path / "n.pt"
+    checkpoints.save(CNN(16, 32, 128), meta, path)
+    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate", "--checkpoints", str(path), "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert "trained on another data set" in proc.stderr
