@@ -61,7 +61,7 @@ class Table:
             return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
         body = [" & ".join(esc(v) for v in row) + r" \\" for row in self.frame.itertuples(index=False)]
-        lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{esc(self.title)}}}", rf"\label{{tab:{self.name}}}",
+        lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering", rf"\caption{{{esc(self.title)}}}", rf"\label{{tab:{self.name}}}",
                  r"\begin{tabular}{" + "l" * len(self.frame.columns) + "}", r"\toprule",
                  " & ".join(esc(c) for c in self.frame.columns) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
         if self.note:
@@ -104,8 +104,8 @@ def significance_table(contrasts: pd.DataFrame, title: str, name: str, clusterin
     families = contrasts.groupby("family").size()
     note = (f"Method: {first['method']}. b is a population-averaged (marginal) {scale} difference, smaller in size than a "
             f"mixed model's conditional estimate by design. Standard errors are clustered two ways ({clustering}; Cameron, "
-            "Gelbach & Miller 2011); t reference with df = the smaller number of clusters − 1. Holm adjustment within each "
-            "pre-declared family: " + "; ".join(f"{f} (k = {n})" for f, n in families.items())
+            "Gelbach & Miller 2011); t reference with df = the smaller number of clusters − 1. Holm adjustment within each of "
+            "this outcome's pre-declared families: " + "; ".join(f"{f} (k = {n})" for f, n in families.items())
             + " — primary = each defended model vs normal, secondary = all pairwise contrasts. "
             f"Δ is the model-implied difference in {first['diff_name'].replace(' difference', '')} (delta-method interval).")
     return Table(name, title, frame, note, contrasts)
