@@ -13,7 +13,7 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0
 table{border-collapse:collapse;font-size:0.86em;margin:0.4em 0}th,td{padding:3px 8px;text-align:left;vertical-align:top}
 thead th{border-bottom:1px solid #444}tbody tr:nth-child(even){background:#f6f6f6}
 figure{margin:1.2em 0}figcaption{font-weight:600;margin-bottom:0.3em}.note{font-size:0.85em;color:#444;max-width:60em}
-.warnings{background:#fff4e5;border-left:4px solid #e69500;padding:0.5em 1em}img{max-width:100%}
+.warnings{background:#fff4e5;border-left:4px solid #e69500;padding:0.5em 1em}img{max-width:min(100%,900px)}
 code{background:#f2f2f2;padding:0 3px}
 """
 
