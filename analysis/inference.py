@@ -207,6 +207,9 @@ def fit_model(answers: pd.DataFrame, outcome: Outcome, layout: Layout, covariate
     if per_condition.min() < MIN_UNITS or n_participants < MIN_UNITS:
         notes.append(f"{outcome.title}: only {int(per_condition.min())} image units in the smallest condition and {n_participants} "
                      f"participants; two-way clustered errors need about {MIN_UNITS} or more of each and run small below that")
+    if np.linalg.eigvalsh(np.asarray(result.cov_params())).min() < 0:  # CGM's V_p + V_u − V_pu need not be PSD
+        notes.append(f"{outcome.title}: the two-way cluster-robust covariance is not positive semi-definite; "
+                     "contrasts with a negative variance are shown as —")
     names = list(result.params.index)
     term = rhs.split(" + ")[0]
     dummy = {c: names.index(f"{term}[T.{c}]") for c in conditions[1:]}
@@ -235,10 +238,10 @@ def planned_contrasts(conditions: list[str]) -> list[Contrast]:
 def holm(p: np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values (valid under any dependence)."""
     p = np.asarray(p, dtype=float)
-    order = np.argsort(p)
-    adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]).clip(max=1.0)
-    out = np.empty_like(p)
-    out[order] = adjusted
+    out = np.full_like(p, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))  # a test that could not be computed stays NaN and does not count
+    order = finite[np.argsort(p[finite])]
+    out[order] = np.maximum.accumulate((len(order) - np.arange(len(order))) * p[order]).clip(max=1.0)
     return out
 
 
