@@ -1,0 +1,226 @@
+"""Stimulus sets: contract validity, provenance recomputed from the saved PNGs, matching, targets, CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import contracts
+from engine import checkpoints, cli, stimuli
+from engine.config import ConfigError
+from engine.data import load_dataset
+from engine.models import build_model
+from tinycnn import trained_tiny_cnn
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load_dataset()
+
+
+@pytest.fixture(scope="module")
+def models(dataset) -> dict:
+    """Two differently seeded tiny CNNs standing in for two conditions (their perturbations differ in size)."""
+    def meta(condition: str) -> dict:
+        return {"id": f"{condition}-tiny", "condition": condition, "architecture": "tiny", "hyperparameters": {"steps": 60},
+                "checkpoint_sha256": "0" * 64, "clean_accuracy": 0.9, "dataset_sha256": dataset.sha256, "seed": 0}
+    return {"normal": (trained_tiny_cnn(0), meta("normal")), "gradreg": (trained_tiny_cnn(1), meta("gradreg"))}
+
+
+def small_design(**changes) -> stimuli.Design:
+    return stimuli.load_design(overrides={"sources_per_class": 2, "practice": 2, "catch": 3,
+                                          "conditions": ["normal", "gradreg"], **changes})
+
+
+def read_png(path: Path) -> torch.Tensor:
+    image = Image.open(path)
+    assert image.mode == "L" and image.size == (28, 28)
+    return torch.from_numpy(np.array(image)).float().div(255).view(1, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, models, dataset) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("sets") / "default"
+    manifest, files, sheet = stimuli.build(models, dataset, small_design(), seed=3, progress=False)
+    stimuli.write(out, manifest, files, sheet)
+    return out, manifest
+
+
+def test_written_set_follows_the_contract_and_the_matched_layout(written, dataset):
+    out, _ = written
+    manifest = contracts.load_stimulus_set(out)
+    experimental = [s for s in manifest["stimuli"] if s["role"] == "experimental"]
+    by_condition = {c: [s for s in experimental if s["condition"] == c] for c in ("normal", "gradreg", "clean")}
+    assert {c: len(v) for c, v in by_condition.items()} == {"normal": 20, "gradreg": 20, "clean": 20}
+    # Every condition shows the same sources with the same targets (each source is its own control).
+    pairs = {c: sorted((s["source_id"], s["target_label"]) for s in v) for c, v in by_condition.items()}
+    assert pairs["normal"] == pairs["gradreg"] == pairs["clean"]
+    assert sorted(np.bincount([s["true_label"] for s in by_condition["clean"]])) == [2] * 10
+    assert all(s["target_label"] == (s["true_label"] + 1) % 10 for s in experimental)
+    sources = {s["source_index"] for s in experimental}
+    others = [s for s in manifest["stimuli"] if s["role"] != "experimental"]
+    assert sorted(s["role"] for s in others) == ["catch"] * 3 + ["practice"] * 2
+    assert not sources & {s["source_index"] for s in others}
+    assert set(dataset.test.indices.tolist()) >= sources
+    assert manifest["dataset"]["split"] == "test" and manifest["config"]["attack"] == "itgsm"
+    assert Image.open(out / "contact_sheet.png").size[1] > 3 * 58  # rows: clean + two conditions
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_norms_and_predictions_are_those_of_the_saved_images(written, models, dataset):
+    out, manifest = written
+    by_id = {meta["id"]: model for model, meta in models.values()}
+    pool = stimuli.pool_images(dataset)
+    for s in manifest["stimuli"]:
+        image = read_png(out / s["file"])
+        source = pool[s["source_index"]].view(1, 1, 28, 28)
+        delta = (image - source).flatten()
+        assert s["norms"]["l0"] == int((delta != 0).sum())
+        assert s["norms"]["l2"] == pytest.approx(float(delta.norm()), abs=1e-5)
+        assert s["norms"]["linf"] == pytest.approx(float(delta.abs().max()), abs=1e-5)
+        with torch.no_grad():
+            probs = {mid: F.softmax(m(image), 1)[0] for mid, m in by_id.items()}
+        assert s["transfer"] == {mid: int(p.argmax()) for mid, p in probs.items()}
+        if s["model_id"] is not None:
+            assert s["prediction"]["label"] == s["transfer"][s["model_id"]]
+            assert s["prediction"]["confidence"] == pytest.approx(float(probs[s["model_id"]].max()), abs=1e-5)
+            assert s["attack"]["success"] == (s["prediction"]["label"] == s["target_label"])
+    attacked = [s for s in manifest["stimuli"] if s["attack"]]
+    assert np.mean([s["attack"]["success"] for s in attacked]) > 0.8  # the paper's attack reaches its targets
+    assert all(s["transfer"][m] == s["true_label"] for s in manifest["stimuli"] if s["role"] == "catch" for m in s["transfer"])
+
+
+def test_verify_finds_every_record_that_no_longer_matches(written, models, dataset, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(written[0], out)
+    by_id = {meta["id"]: model for model, meta in models.values()}
+    assert stimuli.verify(out, by_id, dataset) == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    first, second = manifest["stimuli"][0], manifest["stimuli"][1]
+    image = np.array(Image.open(out / first["file"]))
+    image[0, 0] = 255 - image[0, 0]
+    Image.fromarray(image, mode="L").save(out / first["file"])
+    second["transfer"]["normal-tiny"] = (second["transfer"]["normal-tiny"] + 1) % 10
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    problems = stimuli.verify(out, by_id, dataset)
+    assert any(first["id"] in p and "sha256" in p for p in problems) and any(first["id"] in p and "norms" in p for p in problems)
+    assert any(second["id"] in p and "transfer" in p for p in problems)
+
+
+def test_l2_matching_equalises_norms_within_two_percent_on_8_bit_images(models, dataset, tmp_path):
+    manifest, files, sheet = stimuli.build(models, dataset, small_design(matching="l2"), seed=3, progress=False)
+    stimuli.write(tmp_path / "matched", manifest, files, sheet)
+    groups: dict[tuple, list[dict]] = {}
+    for s in manifest["stimuli"]:
+        if s["attack"]:
+            groups.setdefault((s["source_id"], s["target_label"]), []).append(s)
+    for group in groups.values():
+        l2 = [s["norms"]["l2"] for s in group]
+        before = [s["matching"]["norms_before"]["l2"] for s in group]
+        assert max(l2) <= 1.02 * min(l2)
+        smallest = int(np.argmin(before))
+        assert l2[smallest] == before[smallest] and all(a <= b + 1e-6 for a, b in zip(l2, before))
+        assert max(s["matching"]["scale"] for s in group) == 1.0
+    assert any(max(s["matching"]["norms_before"]["l2"] for s in g) > 1.1 * min(s["matching"]["norms_before"]["l2"] for s in g)
+               for g in groups.values())  # there was something to match
+
+
+def test_match_l2_is_exact_for_the_smallest_and_never_leaves_the_pixel_range():
+    gen = torch.Generator().manual_seed(0)
+    x8 = torch.randint(0, 256, (5, 1, 28, 28), generator=gen, dtype=torch.uint8)
+    adv8 = torch.randint(0, 256, (3, 5, 1, 28, 28), generator=gen, dtype=torch.uint8)
+    matched, scale = stimuli.match_l2(x8, adv8)
+    dist = (matched.float() - x8.float()).flatten(2).norm(dim=2)
+    assert (dist.amax(0) <= 1.02 * dist.amin(0)).all() and (scale <= 1).all()
+    smallest = (adv8.float() - x8.float()).flatten(2).norm(dim=2).argmin(0)
+    assert all(torch.equal(matched[smallest[k], k], adv8[smallest[k], k]) for k in range(5))
+
+
+def test_target_rules():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.tensor([0, 3, 9])
+    which, t = stimuli.assign_targets(y, "all", gen)
+    assert which.tolist() == [0] * 9 + [1] * 9 + [2] * 9
+    assert all(sorted(t[which == i].tolist()) == sorted(set(range(10)) - {int(y[i])}) for i in range(3))
+    assert stimuli.assign_targets(y, "next", gen)[1].tolist() == [1, 4, 0]
+    draw = lambda: stimuli.assign_targets(y, "random", torch.Generator().manual_seed(5))[1]  # noqa: E731
+    assert torch.equal(draw(), draw()) and (draw() != y).all()
+
+
+def test_all_targets_layout_and_jsma(models, dataset):
+    design = small_design(sources_per_class=1, target_rule="all", attack="tgsm", clean_controls=False, practice=0, catch=0)
+    manifest, _, _ = stimuli.build(models, dataset, design, seed=0, progress=False)
+    contracts.validate_manifest(manifest)
+    assert len(manifest["stimuli"]) == 2 * 10 * 9 and manifest["stimuli"][0]["attack"]["params"] == {"eps": 0.1}
+    design = small_design(sources_per_class=1, attack="jsma", gamma=0.05, clean_controls=False, practice=0, catch=0)
+    manifest, _, _ = stimuli.build(models, dataset, design, seed=0, progress=False)
+    assert all(s["attack"]["params"] == {"theta": 1.0, "gamma": 0.05} and s["norms"]["l0"] <= 40 for s in manifest["stimuli"])
+
+
+def test_writing_refuses_a_non_empty_folder_and_never_leaves_half_a_set(written, tmp_path):
+    _, manifest = written
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        stimuli.write(out, manifest, {}, Image.new("L", (1, 1)))
+    with pytest.raises(contracts.ContractError):  # images missing: validation fails before publishing
+        stimuli.write(out, manifest, {}, Image.new("L", (1, 1)), force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["set"] and (out / "keep.txt").exists()
+
+
+def test_design_errors_are_one_line_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown design field"):
+        stimuli.load_design(overrides={"sources": 3})
+    with pytest.raises(ConfigError, match="target_rule"):
+        stimuli.load_design(overrides={"target_rule": "nearest"})
+    with pytest.raises(ConfigError, match="unknown condition"):
+        stimuli.load_design(overrides={"conditions": ["normal", "robust"]})
+    with pytest.raises(ConfigError, match="must be int"):
+        stimuli.load_design(overrides={"iterations": 2.5})
+    (tmp_path / "d.toml").write_text('matching = "l2"\nsources_per_class = 3\n')
+    design = stimuli.load_design(tmp_path / "d.toml", {"step": 0.05})
+    assert (design.matching, design.sources_per_class, design.step, design.iterations) == ("l2", 3, 0.05, 10)
+    assert stimuli.parse_set("conditions=[\"normal\"]") == ("conditions", ["normal"])
+    assert stimuli.parse_set("target_rule=all") == ("target_rule", "all")
+
+
+def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
+    """End to end through `engine generate-stimuli --models` (the zoo's training is its own tests' business)."""
+    torch.manual_seed(0)
+    model = build_model("demo")
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        batch = torch.randint(len(dataset.train.y), (64,), generator=gen)
+        optimiser.zero_grad()
+        F.cross_entropy(model(dataset.train.x[batch]), dataset.train.y[batch]).backward()
+        optimiser.step()
+    model.eval()
+    paths = []
+    for condition in ("normal", "gradreg"):
+        meta = {"id": f"{condition}-test", "condition": condition, "architecture": "demo", "hyperparameters": {},
+                "clean_accuracy": 0.9, "dataset_sha256": dataset.sha256, "seed": 0}
+        checkpoints.save(model, meta, tmp_path / f"{condition}.pt")
+        paths.append(str(tmp_path / f"{condition}.pt"))
+    out = tmp_path / "cli-set"
+    argv = ["generate-stimuli", "--out", str(out), "--models", *paths, "--quiet", "--set", 'conditions=["normal","gradreg"]',
+            "--set", "sources_per_class=1", "--set", "practice=1", "--set", "catch=1"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "normal 10, gradreg 10, clean 10" in printed
+    manifest = contracts.load_stimulus_set(out)
+    assert [m["id"] for m in manifest["models"]] == ["normal-test", "gradreg-test"]
+    assert json.loads((out / "manifest.json").read_text())["config"]["preset"] == "demo"
+    assert cli.main(["verify", str(out), "--models-dir", str(tmp_path)]) == 0
+    assert "all 32 stimuli match" in capsys.readouterr().out
+    assert cli.main(argv) == 2  # not empty now
+    assert "pass --force" in capsys.readouterr().err
+    assert cli.main(argv[:-2] + ["--set", "catch=-1"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
