@@ -35,12 +35,17 @@ def expire_leases(study_id: int, now: dt.datetime) -> None:
     )
 
 
-def list_counts(study_id: int) -> dict[int, int]:
-    """Sessions that hold a place in each list: completed, or active within their lease."""
+def list_counts(study_id: int, is_bot: bool = False, is_pilot: bool = False) -> dict[int, int]:
+    """Sessions that hold a place in each list: completed, or active within their lease.
+
+    Only sessions of the same kind count: bots and pilots are balanced among themselves, so a
+    simulation or a pilot run never shifts the real participants' balance or fills the study.
+    """
     counted = (ParticipantSession.state == "completed") | ParticipantSession.state.in_(ACTIVE_STATES)
     rows = db.session.execute(
         select(ParticipantSession.assignment_list_id, func.count())
-        .where(ParticipantSession.study_id == study_id, counted, ~ParticipantSession.is_bot)
+        .where(ParticipantSession.study_id == study_id, counted,
+               ParticipantSession.is_bot == is_bot, ParticipantSession.is_pilot == is_pilot)
         .group_by(ParticipantSession.assignment_list_id)
     )
     return dict(rows.all())
@@ -51,15 +56,15 @@ def assign(session: ParticipantSession, study: Study, now: dt.datetime) -> None:
     (study.db.begin_write) before the new session is added to it (so the lock comes before the
     insert's foreign-key lock on the study); the caller adds the session and commits.
 
-    Raises StudyFull when completed plus active sessions already reach the target.
+    Raises StudyFull when completed plus active real sessions already reach the target.
     """
     if db.engine.dialect.name == "postgresql":
         # FOR NO KEY UPDATE: serialises assigners without blocking the foreign-key checks of
         # concurrent answer inserts (which take KEY SHARE locks on the same row).
         db.session.execute(select(Study.id).where(Study.id == study.id).with_for_update(key_share=True))
     expire_leases(study.id, now)
-    counts = list_counts(study.id)
-    if sum(counts.values()) >= study.target_participants:
+    counts = list_counts(study.id, bool(session.is_bot), bool(session.is_pilot))
+    if not (session.is_bot or session.is_pilot) and sum(counts.values()) >= study.target_participants:
         raise StudyFull
     lists = db.session.scalars(select(AssignmentList).where(AssignmentList.study_id == study.id)
                                .order_by(AssignmentList.position)).all()

@@ -1,21 +1,27 @@
-"""`flask --app study …` commands: init-db, create-study, export.
+"""`flask --app study …` commands: init-db, create-study, export, simulate.
 
 User mistakes (a bad config, a broken stimulus set, a duplicate study id) end with a short
 `Error: …` message and exit status 1, never a traceback.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import flask_migrate
 from flask import Flask
 from flask.cli import with_appcontext
+from sqlalchemy import select
 
 from contracts import ContractError
 from study.config import ConfigError, load_config
 from study.db import db
 from study.design import DesignError
+from study.models import CONDITIONS, Study
+from study.security import session_mark
+from study.simulate import AnswerModel, simulate, study_stimuli, summary
 from study.responses import export_csv
 from study.studies import StudyExists, create_study
 
@@ -58,6 +64,72 @@ def export_command(out_dir: Path, study_slug: str | None) -> None:
     click.echo(f"wrote {count} answers to {path}")
 
 
+def _per_condition(option: str, pairs: tuple[str, ...], lo: float, hi: float) -> dict[str, float]:
+    """Parse repeated COND=VALUE options, checking the condition name and the value's range."""
+    values: dict[str, float] = {}
+    for pair in pairs:
+        condition, _, value = pair.partition("=")
+        if condition not in CONDITIONS:
+            raise click.BadParameter(f"{pair!r}: the condition must be one of {', '.join(CONDITIONS)}", param_hint=option)
+        try:
+            values[condition] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{pair!r}: give COND=NUMBER", param_hint=option) from None
+        if not lo <= values[condition] <= hi:
+            raise click.BadParameter(f"{pair!r}: the value must be from {lo} to {hi}", param_hint=option)
+    return values
+
+
+def _default_study(slug: str | None) -> str:
+    if slug:
+        return slug
+    slugs = db.session.scalars(select(Study.slug).where(Study.is_open)).all()
+    if len(slugs) != 1:
+        raise click.UsageError("give --study SLUG" + (f" (open studies: {', '.join(slugs)})" if slugs else ""))
+    return slugs[0]
+
+
+@click.command("simulate")
+@with_appcontext
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="Base URL of the running study server.")
+@click.option("--study", "slug", default=None, help="Study id (default: the only open study in this database).")
+@click.option("--participants", "-n", default=10, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 512), help="Bots at once.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Fixes every bot's answers.")
+@click.option("--accuracy", multiple=True, metavar="COND=P",
+              help="Label accuracy for a condition (repeat per condition); other conditions at chance.")
+@click.option("--rating", multiple=True, metavar="COND=MEAN",
+              help="Mean legitimacy rating for a condition (repeat); other conditions uniform on the scale.")
+@click.option("--participant-sd", default=0.0, type=click.FloatRange(0, 10), help="Participant variability (logit / scale points).")
+@click.option("--image-sd", default=0.0, type=click.FloatRange(0, 10), help="Image variability (logit / scale points).")
+@click.option("--careless", default=0.0, type=click.FloatRange(0, 1), help="Share of bots answering at chance (failing catch trials).")
+@click.option("--dropout", default=0.0, type=click.FloatRange(0, 1), help="Share of bots that abandon at a random trial.")
+def simulate_command(url: str, slug: str | None, participants: int, concurrency: int, seed: int, accuracy: tuple[str, ...],
+                     rating: tuple[str, ...], participant_sd: float, image_sd: float, careless: float, dropout: float) -> None:
+    """Drive simulated participants (flagged as bots) through a running study over HTTP.
+
+    Run it with the server's STUDY_SECRET_KEY (it signs the bot flag) and, for per-condition
+    effects, the server's STUDY_DATABASE_URL (it reads each image's condition from there).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise click.BadParameter("give the server's base URL, e.g. http://127.0.0.1:8000 (plain HTTP)", param_hint="--url")
+    slug = _default_study(slug)
+    model = AnswerModel(_per_condition("--accuracy", accuracy, 0, 1), _per_condition("--rating", rating, -100, 100),
+                        participant_sd, image_sd, careless, dropout)
+    stimuli = study_stimuli(slug)
+    if model.needs_conditions and not stimuli:
+        raise click.ClickException(f"study {slug!r} is not in this app's database, so the bots cannot tell conditions "
+                                   "apart: run with the server's STUDY_DATABASE_URL, or drop --accuracy/--rating")
+    start = time.perf_counter()
+    results = simulate(url.rstrip("/"), slug, participants, session_mark(slug, "bot"), model, stimuli, concurrency, seed)
+    click.echo(summary(results, time.perf_counter() - start))
+    failed = [r for r in results if r.outcome == "error"]
+    if failed:
+        hint = " (is STUDY_SECRET_KEY the server's?)" if "mark parameter" in failed[0].error else ""
+        raise click.ClickException(f"{len(failed)} bot(s) failed; first: {failed[0].error}{hint}")
+
+
 def register(app: Flask) -> None:
-    for command in (init_db, create_study_command, export_command):
+    for command in (init_db, create_study_command, export_command, simulate_command):
         app.cli.add_command(command)

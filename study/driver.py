@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit
 HIDDEN_INPUT = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 STUDY_DATA = re.compile(r'<script id="study-data" type="application/json">(.*?)</script>', re.S)
 COMPLETION_CODE = re.compile(r'id="completion-code">([^<]+)<')
+ERROR_MESSAGE = re.compile(r'id="message">([^<]*)<')
 
 
 class DriverError(RuntimeError):
@@ -44,6 +45,12 @@ class Reply:
     @property
     def text(self) -> str:
         return self.body.decode()
+
+    @property
+    def message(self) -> str:
+        """The readable part of an error reply: the message of an error page, else the body's start."""
+        found = ERROR_MESSAGE.search(self.text)
+        return html.unescape(found.group(1)) if found else self.text[:300]
 
 
 def random_choice(rng: random.Random) -> Callable[[dict[str, Any], dict[str, Any]], int]:
@@ -130,7 +137,7 @@ class Participant:
     @staticmethod
     def _expect(reply: Reply, what: str, status: int = 200) -> Reply:
         if reply.status != status:
-            raise DriverError(f"{what}: HTTP {reply.status}: {reply.text[:300]}")
+            raise DriverError(f"{what}: HTTP {reply.status}: {reply.message}")
         return reply
 
     # --- the flow -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 PROLIFIC_KEYS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
 MTURK_KEYS = ("workerId", "assignmentId", "hitId", "turkSubmitTo")
 LINK_KEYS = ("participant",)
+MARK_KEY = "mark"  # a signed bot/pilot flag (study.security.session_mark), on any panel
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:/@+-]{1,200}$")
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?"
@@ -31,11 +32,12 @@ class Entry:
     raw_id: str | None  # the panel's participant id; None for an anonymous plain link
     ids: dict[str, str]  # every panel parameter given, kept for payment
     preview: bool
+    mark: str | None = None  # unverified: the consent step checks its signature
 
 
 def parse_entry(args: Mapping[str, str]) -> Entry:
     """Raises EntryError (shown as a 400 page) for malformed ids."""
-    for key in (*PROLIFIC_KEYS, *MTURK_KEYS, *LINK_KEYS):
+    for key in (*PROLIFIC_KEYS, *MTURK_KEYS, *LINK_KEYS, MARK_KEY):
         value = args.get(key)
         if value is not None and not SAFE_ID.match(value):
             raise EntryError(f"The link's {key} parameter is not a valid id. Please use the link from the recruiting site unchanged.")
@@ -46,13 +48,13 @@ def parse_entry(args: Mapping[str, str]) -> Entry:
         if not args.get("PROLIFIC_PID"):
             raise EntryError("The link has Prolific parameters but no PROLIFIC_PID. Please open the study from Prolific again.")
         ids = {k: args[k] for k in PROLIFIC_KEYS if args.get(k)}
-        return Entry("prolific", args["PROLIFIC_PID"], ids, wants_preview)
+        return Entry("prolific", args["PROLIFIC_PID"], ids, wants_preview, args.get(MARK_KEY))
     if any(args.get(k) for k in MTURK_KEYS):
         ids = {k: args[k] for k in MTURK_KEYS if args.get(k)}
         preview = wants_preview or args.get("assignmentId") in (None, MTURK_PREVIEW) or not args.get("workerId")
-        return Entry("mturk", args.get("workerId"), ids, preview)
+        return Entry("mturk", args.get("workerId"), ids, preview, args.get(MARK_KEY))
     participant = args.get("participant")
-    return Entry("link", participant, {"participant": participant} if participant else {}, wants_preview)
+    return Entry("link", participant, {"participant": participant} if participant else {}, wants_preview, args.get(MARK_KEY))
 
 
 def completion_target(panel: str, ids: Mapping[str, str], code: str) -> dict[str, str] | None:

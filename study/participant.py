@@ -19,7 +19,7 @@ from study.config import StudyConfig, config_from_dict
 from study.db import begin_write, db, utcnow
 from study.models import TRANSITIONS, ParticipantSession, Stimulus, Study
 from study.panels import Entry, EntryError, completion_target, parse_entry
-from study.security import check_csrf, csrf_token, participant_hash, public_id_from_token, session_token
+from study.security import check_csrf, csrf_token, participant_hash, public_id_from_token, read_mark, session_token
 
 bp = Blueprint("participant", __name__)
 
@@ -73,16 +73,25 @@ def _page(template: str, session: ParticipantSession | None = None, **context) -
 
 
 def _entry_binding(slug: str, entry: Entry) -> str:
-    return f"consent:{slug}:{entry.panel}:{sorted(entry.ids.items())}"
+    return f"consent:{slug}:{entry.panel}:{sorted(entry.ids.items())}:{entry.mark}"
+
+
+def _parsed_entry(slug: str, args) -> tuple[Entry, str | None]:
+    """The entry parameters and the verified session mark ("bot", "pilot" or None); 400 if bad."""
+    try:
+        found = parse_entry(args)
+    except EntryError as exc:
+        abort(400, str(exc))
+    mark = read_mark(slug, found.mark) if found.mark else None
+    if found.mark and mark is None:
+        abort(400, "The link's mark parameter is not valid for this study. Ask the researcher for a new link.")
+    return found, mark
 
 
 @bp.get("/study/<slug>")
 def entry(slug: str):
     study, config = open_study(slug)
-    try:
-        found = parse_entry(request.args)
-    except EntryError as exc:
-        abort(400, str(exc))
+    found, _mark = _parsed_entry(slug, request.args)
     if found.preview:
         return render_template("preview.html", study=study, config=config)
     if found.raw_id:
@@ -91,7 +100,8 @@ def entry(slug: str):
             ParticipantSession.participant_hash == participant_hash(found.panel, found.raw_id)))
         if existing is not None:  # a repeat visit resumes, it never restarts
             return redirect(home_url(existing), 303)
-    return render_template("consent.html", study=study, config=config, params=found.ids,
+    params = {**found.ids, **({"mark": found.mark} if found.mark else {})}
+    return render_template("consent.html", study=study, config=config, params=params,
                            csrf=csrf_token(_entry_binding(slug, found)))
 
 
@@ -99,10 +109,7 @@ def entry(slug: str):
 def consent(slug: str):
     begin_write()
     study, config = open_study(slug)
-    try:
-        found = parse_entry(request.form)
-    except EntryError as exc:
-        abort(400, str(exc))
+    found, mark = _parsed_entry(slug, request.form)
     if found.preview:
         abort(400, "This is a preview; accept the task on the recruiting site to take part.")
     check_csrf(_entry_binding(slug, found))
@@ -119,7 +126,7 @@ def consent(slug: str):
     now = utcnow()
     session = ParticipantSession(
         public_id=secrets.token_hex(16), study=study, participant_hash=phash, panel=found.panel, panel_ids=found.ids,
-        state="consented", consented_at=now, catch_failed=0, is_bot=False, is_pilot=False,
+        state="consented", consented_at=now, catch_failed=0, is_bot=mark == "bot", is_pilot=mark == "pilot",
         consent_version=hashlib.sha256(config.texts.consent.encode()).hexdigest(),
         user_agent=request.headers.get("User-Agent", "")[:500],
     )

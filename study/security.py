@@ -14,6 +14,9 @@ from flask import abort, current_app, request
 from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 
 CSRF_MAX_AGE_S = 24 * 3600
+# Flags a researcher puts on sessions through the entry link (simulate, pilot links). Signed, so a
+# participant can neither mark themselves a bot (and drop out of the analysis) nor forge a pilot.
+MARKS = ("bot", "pilot")
 
 
 def _key(purpose: str) -> bytes:
@@ -36,6 +39,22 @@ def participant_hash(panel: str, raw_id: str) -> str:
     """Pseudonymous participant id: a keyed hash of the panel id, stable across studies."""
     digest = hmac.new(_key("participant-id"), f"{panel}:{raw_id}".encode(), hashlib.sha256).hexdigest()
     return "p_" + digest[:24]
+
+
+def session_mark(slug: str, kind: str) -> str:
+    """The `mark` entry parameter that flags a new session of study `slug` as a bot or a pilot."""
+    if kind not in MARKS:
+        raise ValueError(f"unknown session mark {kind!r}")
+    return Signer(_key("session-mark"), sep=".").sign(f"{kind}:{slug}").decode()
+
+
+def read_mark(slug: str, value: str) -> str | None:
+    """The kind a `mark` parameter carries for study `slug`, or None when it is forged or foreign."""
+    try:
+        kind, _, marked = Signer(_key("session-mark"), sep=".").unsign(value).decode().partition(":")
+    except BadSignature:
+        return None
+    return kind if kind in MARKS and marked == slug else None
 
 
 def csrf_token(binding: str) -> str:
