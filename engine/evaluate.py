@@ -184,10 +184,18 @@ def write_report(rows: list[dict], models_meta: list[dict], out: Path) -> None:
     (out / "summary.md").write_text(summary_markdown(rows, models_meta))
 
 
+def test_images(dataset: Dataset, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split, or a fixed random `limit` of it (the split is ordered by position, often by class)."""
+    if not limit:
+        return dataset.test.x, dataset.test.y
+    keep = torch.randperm(len(dataset.test.y), generator=torch.Generator().manual_seed(0))[:limit]
+    return dataset.test.x[keep], dataset.test.y[keep]
+
+
 def evaluate(conditions: list[str], cfg, dataset: Dataset, preset: str = "demo", seeds: list[int] = (0,), cache_dir: Path = CACHE_DIR,
              limit: int = 0, pgd_steps: int = 40, progress: bool = True) -> tuple[list[dict], list[dict]]:
     """Train or reuse each condition's model per seed and score the grid; returns (rows, sidecars of the first seed)."""
-    x, y = (dataset.test.x[:limit], dataset.test.y[:limit]) if limit else (dataset.test.x, dataset.test.y)
+    x, y = test_images(dataset, limit)
     per_seed, metas = [], []
     for seed in seeds:
         loaded = {c: train_or_load_config(c, cfg, preset, seed, cache_dir, dataset, progress) for c in conditions}
@@ -205,7 +213,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     dataset = load_dataset(cfg.dataset)
     if args.checkpoints:
         models, metas = checkpoints.load_many(args.checkpoints, dataset)
-        x, y = (dataset.test.x[:args.limit], dataset.test.y[:args.limit]) if args.limit else (dataset.test.x, dataset.test.y)
+        x, y = test_images(dataset, args.limit)
         rows = aggregate([robustness_counts(models, x, y, args.seed, args.pgd_steps)], len(y))
     else:
         conditions = [check_condition(c.strip()) for c in args.conditions.split(",")]
@@ -223,7 +231,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated conditions (default: all five)")
     p.add_argument("--checkpoints", nargs="+", type=Path, help="evaluate these checkpoints instead of the preset's zoo")
     p.add_argument("--seeds", type=int, default=1, help="train/evaluate seeds SEED…SEED+N-1; mean and t interval across them")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N test images (default: all)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random N of the test images (default: all)")
     p.add_argument("--pgd-steps", type=int, default=40, help="PGD iterations (≥ 40, default 40)")
     add_config_args(p)
     p.add_argument("--cache", type=Path, default=CACHE_DIR, help=f"checkpoint directory (default {CACHE_DIR})")

@@ -1,0 +1,62 @@
+"""Fidelity to the paper: `engine evaluate` on the demo preset, its key numbers and the issue's checks.
+
+quick: embedded MNIST, one training seed. full: three seeds on embedded MNIST, then Fashion-MNIST
+(Debian's IDX files, demo architecture, 10,000 training images, all 10,000 test images).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from benchmarks.results import Entry, write_section
+from engine.config import CONDITIONS, make_config
+from engine.data import load_dataset
+from engine.evaluate import evaluate, fidelity_checks, lookup, write_report
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def pct(r: dict) -> str:
+    return f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+
+
+def fidelity(name: str, overrides: dict, seeds: list[int], out: Path) -> None:
+    cfg = make_config("demo", overrides)
+    dataset = load_dataset(cfg.dataset)
+    start = time.perf_counter()
+    rows, metas = evaluate(list(CONDITIONS), cfg, dataset, "demo", seeds, Path("runs/models"))
+    write_report(rows, metas, out)
+    at = lookup(rows)
+    entries = [Entry(f"{c}: clean test accuracy", pct(at[("-", c, "clean", 0.0)]), target="≥ 95%") for c in CONDITIONS]
+    for eps in (0.2, 0.3):
+        g, n = at[("normal", "gradreg", "fgsm", eps)], at[("normal", "normal", "fgsm", eps)]
+        entries.append(Entry(f"gradreg on normal-model FGSM ε={eps}", pct(g), f"normal (white-box) {pct(n)}",
+                             f"+{100 * (g['accuracy'] - n['accuracy']):.1f} points", "≥ +30 points, CIs apart"))
+        for c in ("adversarial", "distilled", "gradreg-uniform"):
+            s, t = at[("gradreg", c, "fgsm", eps)], at[("normal", c, "fgsm", eps)]
+            entries.append(Entry(f"{c} on gradreg-model FGSM ε={eps}", pct(s), f"on normal-model FGSM {pct(t)}",
+                                 f"{100 * (s['accuracy'] - t['accuracy']):+.1f} points", "≤ +5 points"))
+    clean = at[("-", "distilled", "clean", 0.0)]
+    for attack in ("fgsm", "tgsm"):
+        r = at[("distilled", "distilled", attack, 0.3)]
+        entries.append(Entry(f"distilled, white-box {attack.upper()} ε=0.3 (gradient masking)", pct(r), f"clean {pct(clean)}",
+                             f"{100 * (r['accuracy'] - clean['accuracy']):+.1f} points",
+                             "within 5 points of clean" if attack == "fgsm" else "more than 5 points below clean"))
+    for c in CONDITIONS:
+        entries.append(Entry(f"{c}: white-box PGD-40 ε=0.3", pct(at[(c, c, "pgd", 0.3)])))
+    checks = fidelity_checks(rows)
+    passed = sum(ok for _, ok, _ in checks)
+    notes = (f"{rows[0]['n']} test images, {len(seeds)} training seed(s) ({'Wilson' if len(seeds) == 1 else 't'} 95% intervals); "
+             f"{time.perf_counter() - start:.0f} s including any training. Issue checks passed: {passed}/{len(checks)}"
+             + "".join(f"\n- {'PASS' if ok else 'FAIL'}: {claim} — {ev}" for claim, ok, ev in checks)
+             + f"\n\nFull tables and plots: `{out}/summary.md`, `robustness.csv`, `robustness-<source>.png`.")
+    write_section(f"Fidelity: {name}", entries, notes=notes,
+                  command=f"engine evaluate --preset demo --seeds {len(seeds)}" + "".join(f" --set {k}={v}" for k, v in overrides.items()))
+
+
+def run(tier: str) -> None:
+    if tier == "quick":
+        fidelity("embedded MNIST, demo preset", {}, [0], Path("runs/fidelity/mnist"))
+    else:
+        fidelity("embedded MNIST, demo preset, 3 seeds", {}, [0, 1, 2], Path("runs/fidelity/mnist-3seeds"))
+        fidelity("Fashion-MNIST, demo preset", {"dataset": FASHION, "train_size": 10000}, [0], Path("runs/fidelity/fashion"))
