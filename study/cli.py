@@ -22,7 +22,7 @@ from study.design import DesignError
 from study.models import CONDITIONS, Study
 from study.security import session_mark
 from study.simulate import AnswerModel, simulate, study_stimuli, summary
-from study.responses import export_csv
+from study.export import Selection, export_all, left_out_counts
 from study.studies import StudyExists, create_study
 
 
@@ -57,11 +57,26 @@ def create_study_command(config: Path, stimuli_dir: Path) -> None:
 @click.command("export")
 @with_appcontext
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-@click.option("--study", "study_slug", default=None, help="Only this study's answers (default: all).")
-def export_command(out_dir: Path, study_slug: str | None) -> None:
-    """Stream the responses_long view to OUT/responses.csv (one row per answer)."""
-    path, count = export_csv(out_dir, study_slug)
-    click.echo(f"wrote {count} answers to {path}")
+@click.option("--study", "study_slug", default=None, help="Only this study (default: all).")
+@click.option("--include-withdrawn", is_flag=True, help="Keep sessions whose participant withdrew.")
+@click.option("--include-bots", is_flag=True, help="Keep simulated participants' sessions.")
+@click.option("--include-pilots", is_flag=True, help="Keep pilot sessions.")
+def export_command(out_dir: Path, study_slug: str | None, include_withdrawn: bool, include_bots: bool,
+                   include_pilots: bool) -> None:
+    """Write OUT/responses.csv (one row per answer), participants.csv and data_dictionary.csv."""
+    if study_slug is not None and db.session.scalar(select(Study.id).where(Study.slug == study_slug)) is None:
+        raise click.BadParameter(f"no study {study_slug!r} in this database", param_hint="--study")
+    selection = Selection(study_slug, include_withdrawn, include_bots, include_pilots)
+    left_out = left_out_counts(selection)
+    try:
+        written = export_all(out_dir, selection)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to {out_dir}: {exc.strerror}") from None
+    click.echo(f"wrote {written['responses.csv']} answers and {written['participants.csv']} sessions to {out_dir} "
+               "(responses.csv, participants.csv, data_dictionary.csv)")
+    for reason, n in left_out.items():
+        if n:
+            click.echo(f"left out {n} answers of {reason.rstrip('s')} sessions (add --include-{reason} to keep them)")
 
 
 def _per_condition(option: str, pairs: tuple[str, ...], lo: float, hi: float) -> dict[str, float]:

@@ -13,7 +13,8 @@ import contracts
 from study.db import db
 from study.driver import Participant
 from study.models import Answer, ParticipantSession
-from study.responses import export_csv, responses_query
+from study.export import Selection, export_all
+from study.responses import responses_query
 from studyhelp import make_app, stimset  # noqa: F401  (fixtures)
 
 
@@ -37,7 +38,7 @@ def test_full_session_is_stored_once_and_the_view_follows_the_contract(make_app,
     with app.app_context():
         rows = [dict(r._mapping) for r in db.session.execute(responses_query())]
         contracts.validate_response_rows(rows)
-        path, count = export_csv(tmp_path / "out")
+        count, path = export_all(tmp_path / "out", Selection())["responses.csv"], tmp_path / "out" / "responses.csv"
         session = db.session.scalar(select(ParticipantSession))
         assert session.state == "completed" and session.completed_at >= session.in_task_at >= session.instructed_at
         assert session.seed is not None and session.assignment_list_id is not None

@@ -1,0 +1,210 @@
+"""The researcher's exports: responses.csv (the `responses_long` view), participants.csv (one row
+per session) and data_dictionary.csv (every column of both, described).
+
+Rows are streamed from a server-side cursor and written in chunks, so memory stays flat however
+many answers there are; the same generators feed `flask --app study export` and the dashboard's
+downloads. Sessions that withdrew, bots and pilots are left out unless asked for. Raw panel ids
+never appear here (only the payment list has them).
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import Select, and_, case, func, select
+
+from contracts import RESPONSE_SCHEMA, load_schema
+from study.db import db
+from study.models import Answer, AssignmentList, ParticipantSession, Stimulus, Study
+from study.responses import responses_query, view_table
+
+CHUNK_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which sessions an export holds."""
+    study: str | None = None  # a study's slug; None = every study
+    withdrawn: bool = False
+    bots: bool = False
+    pilots: bool = False
+
+    def where(self, study_slug, withdrawn, is_bot, is_pilot) -> list:
+        """Filter clauses on the given columns (of the view or of the tables behind it);
+        study_slug None: the query already selects the study."""
+        clauses = [] if self.study is None or study_slug is None else [study_slug == self.study]
+        clauses += [] if self.withdrawn else [~withdrawn]
+        clauses += [] if self.bots else [~is_bot]
+        clauses += [] if self.pilots else [~is_pilot]
+        return clauses
+
+
+# --- responses.csv --------------------------------------------------------------------------------
+
+def responses_select(selection: Selection) -> Select:
+    view = view_table()
+    return responses_query(selection.study).where(*selection.where(None, view.c.withdrawn, view.c.is_bot, view.c.is_pilot))
+
+
+def left_out_counts(selection: Selection) -> dict[str, int]:
+    """Answers the selection leaves out, per reason (counted on the tables: cheaper than the view)."""
+    ps = ParticipantSession
+    counts: dict[str, int] = {}
+    reasons = {"withdrawn": (selection.withdrawn, ps.state == "withdrawn"), "bots": (selection.bots, ps.is_bot),
+               "pilots": (selection.pilots, ps.is_pilot)}
+    for reason, (included, condition) in reasons.items():
+        if included:
+            continue
+        query = select(func.count()).select_from(Answer).join(ps, ps.id == Answer.session_id).where(condition)
+        if selection.study is not None:
+            query = query.join(Study, Study.id == ps.study_id).where(Study.slug == selection.study)
+        counts[reason] = db.session.scalar(query)
+    return counts
+
+
+# --- participants.csv -----------------------------------------------------------------------------
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
+
+
+_answers = (select(Answer.session_id,
+                   func.count().label("answers"),
+                   func.sum(case((and_(Answer.is_catch, Answer.task == "label"), 1), else_=0)).label("catch_trials"),
+                   func.sum(case((and_(Answer.is_catch, Answer.task == "label", Answer.response_label == Stimulus.true_label), 1),
+                                 else_=0)).label("catch_passed"))
+            .join(Stimulus, Stimulus.id == Answer.stimulus_id).group_by(Answer.session_id).subquery())
+
+_ps = ParticipantSession
+# name -> (SQL expression, description): the column list, the query and the dictionary in one place.
+PARTICIPANT_COLUMNS: dict[str, tuple[Any, str]] = {
+    "study_id": (Study.slug, "Study id from the study config."),
+    "participant_id": (_ps.participant_hash, "Keyed hash of the panel id (never the raw id); matches responses.csv."),
+    "session_id": (_ps.public_id, "Session id; matches responses.csv."),
+    "panel": (_ps.panel, "How the participant arrived: prolific, mturk or link."),
+    "state": (_ps.state, "Session state at export time (consented, assigned, instructed, in_task, completed, "
+                         "declined, withdrawn, screened_out, timed_out)."),
+    "assignment_list": (AssignmentList.name, "Latin-square cell the session was assigned (empty before assignment)."),
+    "consent_version": (_ps.consent_version, "sha256 of the consent text the participant agreed to."),
+    **{f"{s}_at": (getattr(_ps, f"{s}_at"), f"When the session {'started' if s == 'created' else 'became ' + s.replace('_', ' ')} "
+                                              "(UTC, ISO 8601; empty if never).")
+       for s in ("created", "consented", "declined", "assigned", "instructed", "in_task", "completed", "withdrawn",
+                 "screened_out", "timed_out")},
+    "last_seen_at": (_ps.last_seen_at, "Last answer or page action (UTC, ISO 8601)."),
+    "answers": (func.coalesce(_answers.c.answers, 0), "Answers stored for the session (rows in responses.csv)."),
+    "catch_trials": (func.coalesce(_answers.c.catch_trials, 0), "Catch-trial label answers given."),
+    "catch_passed": (func.coalesce(_answers.c.catch_passed, 0), "Catch-trial label answers that named the true digit."),
+    "catch_failed": (_ps.catch_failed, "Catch trials failed."),
+    "completion_code": (_ps.completion_code, "Completion code issued (empty if none)."),
+    "is_bot": (_ps.is_bot, "Simulated participant (flask --app study simulate)."),
+    "is_pilot": (_ps.is_pilot, "Session started from a researcher's pilot link."),
+    "user_agent": (_ps.user_agent, "Browser user agent string."),
+    "viewport_width": (_ps.viewport_width, "Browser viewport width in CSS pixels."),
+    "viewport_height": (_ps.viewport_height, "Browser viewport height in CSS pixels."),
+    "device_pixel_ratio": (_ps.device_pixel_ratio, "Device pixels per CSS pixel."),
+    "frame_ms": (_ps.frame_ms, "Estimated display frame period in ms."),
+}
+
+
+def participants_select(selection: Selection) -> Select:
+    columns = [expr.label(name) for name, (expr, _) in PARTICIPANT_COLUMNS.items()]
+    return (select(*columns).select_from(_ps).join(Study, Study.id == _ps.study_id)
+            .outerjoin(AssignmentList, AssignmentList.id == _ps.assignment_list_id)
+            .outerjoin(_answers, _answers.c.session_id == _ps.id)
+            .where(*selection.where(Study.slug, _ps.state == "withdrawn", _ps.is_bot, _ps.is_pilot))
+            .order_by(Study.slug, _ps.created_at, _ps.id))
+
+
+# --- data_dictionary.csv --------------------------------------------------------------------------
+
+def _schema_type(spec: dict[str, Any]) -> str:
+    if "const" in spec:
+        return f"string (always {spec['const']})"
+    if "enum" in spec:
+        return "one of: " + ", ".join(spec["enum"])
+    types = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
+    kind = " or ".join(t for t in types if t != "null")
+    return kind + (" (may be empty)" if "null" in types else "")
+
+
+def dictionary_rows() -> Iterator[list[str]]:
+    for name, spec in load_schema(RESPONSE_SCHEMA)["properties"].items():
+        yield ["responses.csv", name, _schema_type(spec), spec["description"]]
+    for name, (expr, description) in PARTICIPANT_COLUMNS.items():
+        kind = {bool: "boolean", int: "integer", float: "number"}.get(getattr(expr.type, "python_type", str), "string")
+        yield ["participants.csv", name, "string (ISO 8601 UTC)" if name.endswith("_at") else kind, description]
+
+
+# --- streaming -------------------------------------------------------------------------------------
+
+def _cell(value: Any) -> Any:
+    """CSV cells as the contract writes them: booleans true/false, missing values empty."""
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return _iso(value)
+    return value
+
+
+def csv_chunks(header: list[str], rows: Iterable[Iterable[Any]]) -> Iterator[str]:
+    """CSV text in chunks of CHUNK_ROWS rows, header first."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for n, row in enumerate(rows, 1):
+        writer.writerow([_cell(v) for v in row])
+        if n % CHUNK_ROWS == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def stream_query(query: Select, batch: int = 5000) -> Iterator[tuple]:
+    """Rows through a server-side cursor (psycopg named cursor; SQLite steps its cursor)."""
+    with db.engine.connect() as conn:
+        yield from conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+
+
+def responses_csv(selection: Selection) -> Iterator[str]:
+    return csv_chunks(list(view_table().columns.keys()), stream_query(responses_select(selection)))
+
+
+def participants_csv(selection: Selection) -> Iterator[str]:
+    return csv_chunks(list(PARTICIPANT_COLUMNS), stream_query(participants_select(selection)))
+
+
+def dictionary_csv() -> Iterator[str]:
+    return csv_chunks(["file", "column", "type", "description"], dictionary_rows())
+
+
+EXPORTS = {"responses.csv": responses_csv, "participants.csv": participants_csv}
+
+
+def _write(path: Path, chunks: Iterable[str]) -> int:
+    """Write atomically (a reader never sees half a file); returns the number of data rows."""
+    tmp = path.with_name(path.name + ".part")
+    lines = 0
+    with tmp.open("w", newline="") as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+            lines += chunk.count("\n")
+    os.replace(tmp, path)
+    return lines - 1  # the header
+
+
+def export_all(out_dir: str | Path, selection: Selection) -> dict[str, int]:
+    """Write responses.csv, participants.csv and data_dictionary.csv; rows written per file
+    (counted as lines: no column holds a newline; HTTP headers such as the user agent cannot)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {name: _write(out_dir / name, make(selection)) for name, make in EXPORTS.items()}
+    written["data_dictionary.csv"] = _write(out_dir / "data_dictionary.csv", dictionary_csv())
+    return written
