@@ -225,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="clean, transfer-grid and white-box PGD accuracy with 95% intervals",
+    p = sub.add_parser("evaluate", help="clean, transfer-grid and white-box PGD accuracy with 95%% intervals",
                        description="Score every model on every model's FGSM/TGSM examples (ε 0…0.7) and on white-box PGD "
                                    "(ε .1/.2/.3); write robustness.csv, a PNG per source model and summary.md.")
     p.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated conditions (default: all five)")
