@@ -1,4 +1,4 @@
-"""`flask --app study …` commands: init-db, create-study, export, simulate.
+"""`flask --app study …` commands: init-db, create-study, open, close, export, simulate, backup.
 
 User mistakes (a bad config, a broken stimulus set, a duplicate study id) end with a short
 `Error: …` message and exit status 1, never a traceback.
@@ -22,7 +22,9 @@ from study.design import DesignError
 from study.models import CONDITIONS, Study
 from study.security import session_mark
 from study.simulate import AnswerModel, simulate, study_stimuli, summary
+from study.backup import BackupError, backup, default_path
 from study.export import Selection, export_all, left_out_counts
+from study.lifecycle import LifecycleError, close_study, find_study, open_study
 from study.studies import StudyExists, create_study
 
 
@@ -145,6 +147,50 @@ def simulate_command(url: str, slug: str | None, participants: int, concurrency:
         raise click.ClickException(f"{len(failed)} bot(s) failed; first: {failed[0].error}{hint}")
 
 
+@click.command("open")
+@with_appcontext
+@click.argument("slug")
+def open_command(slug: str) -> None:
+    """Open (or reopen) study SLUG to new participants, if it is unchanged since it was frozen."""
+    try:
+        study = find_study(slug)
+        open_study(study, "cli")
+    except LifecycleError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"study {slug!r} is open (frozen sha256 {study.frozen_sha256})")
+
+
+@click.command("close")
+@with_appcontext
+@click.argument("slug")
+def close_command(slug: str) -> None:
+    """Close study SLUG: no new sessions; sessions already running may finish."""
+    try:
+        close_study(find_study(slug), "cli")
+    except LifecycleError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"study {slug!r} is closed to new participants")
+
+
+@click.command("backup")
+@with_appcontext
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Backup file (default: instance/backups/study-<UTC time>.sqlite or .pgdump).")
+def backup_command(out: Path | None) -> None:
+    """Take a consistent online backup of the database (SQLite backup API, or pg_dump)."""
+    from flask import current_app
+
+    out = out or default_path(Path(current_app.instance_path) / "backups", db.engine.url)
+    try:
+        path = backup(db.engine.url, out)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backup written to {path} ({path.stat().st_size} bytes)")
+
+
 def register(app: Flask) -> None:
-    for command in (init_db, create_study_command, export_command, simulate_command):
+    for command in (init_db, create_study_command, open_command, close_command, export_command, simulate_command,
+                    backup_command):
         app.cli.add_command(command)

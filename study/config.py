@@ -1,4 +1,5 @@
-"""The study config (TOML): texts, task wording, rating scale, trial counts, lease, target.
+"""The study config (TOML): texts, task wording, rating scale, trial counts, lease, target,
+panels, completion codes per outcome and payment.
 
 `load_config(path)` returns a `StudyConfig` or raises `ConfigError` listing every problem in one
 message, so a researcher fixes a config in one round. Unknown keys are errors: a typo must not
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from study.models import CONDITIONS, TASKS
+
+PANELS = ("prolific", "mturk", "link")
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_study.toml")
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -46,6 +49,15 @@ class Completion:
     code: str
     declined_code: str
     screened_out_code: str = ""
+    withdrawn_code: str = ""  # empty: a withdrawing participant gets no code (and no panel redirect)
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What the payment list (flask --app study payments) computes from the stored answers."""
+    currency: str = "GBP"
+    base: float = 0.0  # paid to every completed session
+    bonus_per_correct_label: float = 0.0  # per main-block label answer naming the true digit
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,8 @@ class StudyConfig:
     seed: int = 0  # fixes how sources are split into lists
     label_question: str = "Which digit is this?"
     rating: RatingScale = field(default_factory=RatingScale)
+    panels: tuple[str, ...] = PANELS  # where participants may come from
+    payment: Payment = field(default_factory=Payment)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,7 +88,7 @@ class StudyConfig:
 
 _TOP = {"id", "title", "estimated_minutes", "target_participants", "trials_per_participant", "conditions", "tasks",
         "catch_rate", "practice_trials", "break_every", "lease_minutes", "screen_out_after_catch_failures", "seed",
-        "texts", "label", "rate", "completion"}
+        "texts", "label", "rate", "completion", "panels", "payment"}
 
 
 def _unknown(table: dict[str, Any], allowed: set[str], where: str) -> list[str]:
@@ -96,10 +110,12 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     label = raw.get("label", {})
     rate = raw.get("rate", {})
     completion = raw.get("completion", {})
+    payment = raw.get("payment", {})
     problems += _unknown(texts, {"consent", "instructions", "debrief", "preview"}, "texts.")
     problems += _unknown(label, {"question"}, "label.")
     problems += _unknown(rate, {"question", "min", "max", "anchors"}, "rate.")
-    problems += _unknown(completion, {"code", "declined_code", "screened_out_code"}, "completion.")
+    problems += _unknown(completion, {"code", "declined_code", "screened_out_code", "withdrawn_code"}, "completion.")
+    problems += _unknown(payment, {"currency", "base", "bonus_per_correct_label"}, "payment.")
 
     for key in ("id", "title"):
         if not isinstance(raw.get(key), str) or not raw[key].strip():
@@ -112,6 +128,17 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     for key in ("code", "declined_code"):
         if not isinstance(completion.get(key), str) or not completion[key].strip():
             problems.append(f"completion.{key} is required (a non-empty string)")
+    for key in ("screened_out_code", "withdrawn_code"):
+        _typed(completion, key, str, problems, "completion.")
+    panels = raw.get("panels", list(PANELS))
+    if not isinstance(panels, list) or not panels or len(set(panels)) != len(panels) or any(p not in PANELS for p in panels):
+        problems.append(f"panels must list some of {', '.join(PANELS)} once each, not {panels!r}")
+    for key in ("base", "bonus_per_correct_label"):
+        amount = _typed(payment, key, (int, float), problems, "payment.")
+        if amount is not None and amount < 0:
+            problems.append(f"payment.{key} must not be negative")
+    if not isinstance(payment.get("currency", "GBP"), str) or not re.fullmatch(r"[A-Z]{3}", payment.get("currency", "GBP")):
+        problems.append("payment.currency must be a three-letter currency code such as GBP or USD")
 
     ints = {k: _typed(raw, k, int, problems) for k in ("estimated_minutes", "target_participants", "trials_per_participant",
                                                         "practice_trials", "break_every", "screen_out_after_catch_failures", "seed")}
@@ -159,7 +186,8 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
         given["lease_minutes"] = float(lease)
     return StudyConfig(
         id=raw["id"], title=raw["title"],
-        texts=Texts(**texts), completion=Completion(**completion),
+        texts=Texts(**texts), completion=Completion(**completion), panels=tuple(panels),
+        payment=Payment(**{k: float(v) if k != "currency" else v for k, v in payment.items()}),
         conditions=tuple(conditions) if conditions else None, tasks=tuple(tasks),
         label_question=label.get("question", StudyConfig.label_question),
         rating=RatingScale(question=question, min=lo, max=hi, anchors={str(k): v for k, v in anchors.items()}),
@@ -181,7 +209,9 @@ def load_config(path: str | Path) -> StudyConfig:
 def config_from_dict(data: dict[str, Any]) -> StudyConfig:
     """Rebuild the config stored with a study (`StudyConfig.as_dict()` output)."""
     return StudyConfig(
+        # Studies created before panels and payment existed take the defaults.
         **{**data, "texts": Texts(**data["texts"]), "completion": Completion(**data["completion"]),
+           "panels": tuple(data.get("panels", PANELS)), "payment": Payment(**data.get("payment", {})),
            "rating": RatingScale(**data["rating"]), "tasks": tuple(data["tasks"]),
            "conditions": tuple(data["conditions"]) if data["conditions"] else None}
     )

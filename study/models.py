@@ -62,6 +62,11 @@ class Study(db.Model):
     lease_seconds: Mapped[int] = mapped_column(Integer)
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # Opening freezes the study: this hash covers the config and every stimulus's image, and
+    # reopening refuses a study whose stored config or images no longer match it.
+    frozen_sha256: Mapped[str | None] = mapped_column(String(64))
+    opened_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     stimuli: Mapped[list[Stimulus]] = relationship(back_populates="study", order_by="Stimulus.id")
     lists: Mapped[list[AssignmentList]] = relationship(back_populates="study", order_by="AssignmentList.position")
@@ -192,3 +197,38 @@ class Answer(db.Model):
     presented_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     responded_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     received_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AdminUser(db.Model):
+    """A researcher who may log in to the dashboard (`flask --app study create-admin`)."""
+
+    __tablename__ = "admin_user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))  # werkzeug.security (scrypt)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LoginFailure(db.Model):
+    """One failed dashboard login. Kept in the database, not in a worker's memory, so the rate
+    limit holds across every gunicorn worker and server."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (Index("ix_login_failure_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(80))  # "user:<name>" or "ip:<address>"
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AuditEvent(db.Model):
+    """Researcher actions that change data or a study's state (deletions, open, close)."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(80))  # "admin:<name>" or "cli"
+    action: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -76,8 +76,12 @@ def _entry_binding(slug: str, entry: Entry) -> str:
     return f"consent:{slug}:{entry.panel}:{sorted(entry.ids.items())}:{entry.mark}"
 
 
-def _parsed_entry(slug: str, args) -> tuple[Entry, str | None]:
-    """The entry parameters and the verified session mark ("bot", "pilot" or None); 400 if bad."""
+PANEL_NAMES = {"prolific": "Prolific", "mturk": "Mechanical Turk", "link": "the researcher's own link"}
+
+
+def _parsed_entry(slug: str, config: StudyConfig, args) -> tuple[Entry, str | None]:
+    """The entry parameters and the verified session mark ("bot", "pilot" or None); 400 if bad,
+    403 if the study does not recruit on the link's panel (marked sessions may use any)."""
     try:
         found = parse_entry(args)
     except EntryError as exc:
@@ -85,13 +89,16 @@ def _parsed_entry(slug: str, args) -> tuple[Entry, str | None]:
     mark = read_mark(slug, found.mark) if found.mark else None
     if found.mark and mark is None:
         abort(400, "The link's mark parameter is not valid for this study. Ask the researcher for a new link.")
+    if mark is None and found.panel not in config.panels:
+        abort(403, "This study takes part only through " + " or ".join(PANEL_NAMES[p] for p in config.panels)
+              + ". Please open it from there.")
     return found, mark
 
 
 @bp.get("/study/<slug>")
 def entry(slug: str):
     study, config = open_study(slug)
-    found, _mark = _parsed_entry(slug, request.args)
+    found, _mark = _parsed_entry(slug, config, request.args)
     if found.preview:
         return render_template("preview.html", study=study, config=config)
     if found.raw_id:
@@ -109,7 +116,7 @@ def entry(slug: str):
 def consent(slug: str):
     begin_write()
     study, config = open_study(slug)
-    found, mark = _parsed_entry(slug, request.form)
+    found, mark = _parsed_entry(slug, config, request.form)
     if found.preview:
         abort(400, "This is a preview; accept the task on the recruiting site to take part.")
     check_csrf(_entry_binding(slug, found))
@@ -139,7 +146,7 @@ def consent(slug: str):
         db.session.commit()
     except StudyFull:
         db.session.rollback()
-        return render_template("full.html", config=config), 200
+        return render_template("full.html", config=config, panel=found.panel), 200
     except IntegrityError:  # the same participant consented in another tab at the same moment
         db.session.rollback()
         existing = db.session.scalar(select(ParticipantSession).where(
@@ -239,7 +246,8 @@ def ended(token: str):
     if session.state not in ENDED_STATES:
         return redirect(home_url(session), 303)
     completion = config_from_dict(session.study.config).completion
-    code = {"declined": completion.declined_code, "screened_out": completion.screened_out_code}.get(session.state)
+    code = {"declined": completion.declined_code, "screened_out": completion.screened_out_code,
+            "withdrawn": completion.withdrawn_code}.get(session.state)
     target = completion_target(session.panel, session.panel_ids, code) if code else None
     return _page("ended.html", session, code=code, target=target)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from pathlib import Path
 
@@ -12,15 +11,12 @@ from contracts import load_stimulus_set
 from study.config import StudyConfig
 from study.db import db
 from study.design import Design, build_design
+from study.lifecycle import config_sha256, open_study
 from study.models import AssignmentList, Stimulus, Study
 
 
 class StudyExists(ValueError):
     pass
-
-
-def _canonical_sha256(data: object) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def create_study(config: StudyConfig, stimuli_dir: str | Path) -> tuple[Study, Design]:
@@ -35,7 +31,7 @@ def create_study(config: StudyConfig, stimuli_dir: str | Path) -> tuple[Study, D
         raise StudyExists(f"a study with id {config.id!r} already exists; give the config another id")
 
     study = Study(
-        slug=config.id, title=config.title, config=config.as_dict(), config_sha256=_canonical_sha256(config.as_dict()),
+        slug=config.id, title=config.title, config=config.as_dict(), config_sha256=config_sha256(config.as_dict()),
         manifest_sha256=hashlib.sha256((stimuli_dir / "manifest.json").read_bytes()).hexdigest(),
         rating_min=config.rating.min, rating_max=config.rating.max,
         target_participants=config.target_participants, lease_seconds=round(config.lease_minutes * 60),
@@ -55,5 +51,6 @@ def create_study(config: StudyConfig, stimuli_dir: str | Path) -> tuple[Study, D
     for position, keys in enumerate(design.lists):
         db.session.add(AssignmentList(study=study, position=position, name=f"list-{position:02d}",
                                       stimulus_ids=[by_key[k].id for k in keys]))
+    open_study(study, "cli")  # a new study opens at once, frozen as it was stored
     db.session.commit()
     return study, design
