@@ -11,6 +11,7 @@ Each regime is a loss `(model, x, y, cfg) -> scalar` on a training-mode batch:
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
@@ -136,6 +137,7 @@ def train(condition: str, cfg: Config, train_split: Split, seed: int = 0, progre
     start = time.perf_counter()
     model = build_model(cfg.architecture).to(device)
     if condition == "distilled":
+        cfg = dataclasses.replace(cfg, lr=cfg.distill_lr)
         teacher = build_model(cfg.architecture).to(device)
         fit(teacher, tempered_loss, x, y, cfg, seed, progress, desc=f"{condition} teacher")
         targets = soft_labels(teacher, x.to(device), cfg.temperature).cpu()

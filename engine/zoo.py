@@ -21,13 +21,19 @@ from engine.training import accuracy, resolve_device, train
 CACHE_DIR = Path("runs/models")
 
 
-def hyperparameters(cfg: Config) -> dict:
-    """What determines the trained weights (the data set enters by hash, the device not at all)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dataset", "device")}
+# Fields that only one regime reads; the others' weights do not depend on them.
+REGIME_FIELDS = {"gradreg_lambda": "gradreg", "uniform_lambda": "gradreg-uniform", "temperature": "distilled",
+                 "distill_lr": "distilled", "adv_eps": "adversarial"}
+
+
+def hyperparameters(cfg: Config, condition: str) -> dict:
+    """What determines `condition`'s trained weights (the data set enters by hash, the device not at all)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("dataset", "device") and REGIME_FIELDS.get(k, condition) == condition}
 
 
 def cache_key(condition: str, cfg: Config, dataset_sha256: str, seed: int) -> str:
-    payload = json.dumps([condition, hyperparameters(cfg), dataset_sha256, seed], sort_keys=True)
+    payload = json.dumps([condition, hyperparameters(cfg, condition), dataset_sha256, seed], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -47,7 +53,7 @@ def train_or_load_config(condition: str, cfg: Config, preset: str = "demo", seed
         "condition": condition,
         "preset": preset,
         "architecture": cfg.architecture,
-        "hyperparameters": hyperparameters(cfg),
+        "hyperparameters": hyperparameters(cfg, condition),
         "dataset": {"name": dataset.name, "source": dataset.source},
         "dataset_sha256": dataset.sha256,
         "seed": seed,

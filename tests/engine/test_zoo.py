@@ -30,6 +30,7 @@ def test_train_or_load_metadata(cached):
     assert REQUIRED <= set(meta)
     assert meta["id"] == "normal-demo-s3" and meta["architecture"] == "demo" and meta["seed"] == 3
     assert 0 <= meta["clean_accuracy"] <= 1 and meta["hyperparameters"]["epochs"] == 1
+    assert "gradreg_lambda" not in meta["hyperparameters"]
     assert not model.training
     (pt,) = cache.glob("*.pt")
     assert json.loads(pt.with_suffix(".json").read_text()) == meta
@@ -53,6 +54,9 @@ def test_other_config_or_seed_means_another_checkpoint(cached):
             zoo.cache_key("normal", make_config(overrides={**TINY, "lr": 0.01}), "abc", 0)}
     assert len(keys) == 5
     assert zoo.cache_key("normal", make_config(overrides={**TINY, "device": "auto"}), "abc", 0) in keys
+    # A regime's own field changes only that regime's key.
+    other = make_config(overrides={**TINY, "gradreg_lambda": 5.0})
+    assert zoo.cache_key("normal", other, "abc", 0) in keys and zoo.cache_key("gradreg", other, "abc", 0) not in keys
 
 
 def copy_checkpoint(cached, tmp_path):
