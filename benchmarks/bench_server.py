@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,43 +68,66 @@ def bench_app():
 
 # --- load generator (runs in its own process) ---------------------------------------------------
 
-async def _client(host: str, port: int, requests: list[tuple[str, bytes]], latencies: list[float], errors: list[str]) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bool]:
+    """One request on a keep-alive connection: (status, server closes). Status 0: closed unanswered."""
+    writer.write(request)
+    status_line = await reader.readline()
+    if not status_line:
+        return 0, True
+    length, close = 0, False
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        elif name.lower() == "connection" and value.strip().lower() == "close":
+            close = True
+    await reader.readexactly(length)
+    return int(status_line.split()[1]), close
+
+
+async def _client(host: str, port: int, requests: list[tuple[str, bytes]], stats: dict[str, Any]) -> None:
+    """Post each request in turn, timing it from first send to acknowledgement. A connection the
+    server closed (idle keep-alive) is reopened and the request resent, as a browser does; a
+    request that still fails, or any non-2xx status, is an error."""
+    reader = writer = None
     for path, body in requests:
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        start = time.perf_counter()
-        writer.write(head + body)
-        status_line = await reader.readline()
-        length, close = 0, False
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-            elif name.lower() == "connection" and value.strip().lower() == "close":
-                close = True
-        await reader.readexactly(length)
-        latencies.append(time.perf_counter() - start)
-        status = int(status_line.split()[1]) if status_line else 0
+        request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        start, status = time.perf_counter(), 0
+        for _attempt in range(3):
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                status, close = await _exchange(reader, writer, request)
+            except (OSError, asyncio.IncompleteReadError):
+                status, close = 0, True
+            if close:
+                writer.close()
+                reader = writer = None
+            if status:
+                break
+            stats["reconnects"] += 1
+        stats["latencies"].append(time.perf_counter() - start)
         if status not in (200, 201):
-            errors.append(f"{status} {path}")
-        if close:
-            writer.close()
-            reader, writer = await asyncio.open_connection(host, port)
-    writer.close()
+            stats["errors"].append(f"{status} {path}")
+    if writer is not None:
+        writer.close()
 
 
 def _load(host: str, port: int, plans: list[list[tuple[str, bytes]]], out: multiprocessing.Queue) -> None:
-    latencies: list[float] = []
-    errors: list[str] = []
+    stats: dict[str, Any] = {"latencies": [], "errors": [], "reconnects": 0}
 
     async def main() -> float:
         start = time.perf_counter()
-        await asyncio.gather(*(_client(host, port, plan, latencies, errors) for plan in plans))
+        await asyncio.gather(*(_client(host, port, plan, stats) for plan in plans))
         return time.perf_counter() - start
 
-    elapsed = asyncio.run(main())
-    out.put({"elapsed": elapsed, "latencies": latencies, "errors": errors[:20], "error_count": len(errors)})
+    try:
+        elapsed = asyncio.run(main())
+    except Exception as exc:  # always report, so the parent never waits forever
+        elapsed, stats["errors"] = float("inf"), stats["errors"] + [f"load generator failed: {exc!r}"]
+    out.put({"elapsed": elapsed, "latencies": stats["latencies"], "errors": stats["errors"][:20],
+             "error_count": len(stats["errors"]), "reconnects": stats["reconnects"]})
 
 
 def run_load(base: str, plans: list[list[tuple[str, bytes]]]) -> dict[str, Any]:
@@ -114,11 +136,11 @@ def run_load(base: str, plans: list[list[tuple[str, bytes]]]) -> dict[str, Any]:
     out = ctx.Queue()
     proc = ctx.Process(target=_load, args=(host, int(port), plans, out))
     proc.start()
-    result = out.get()
+    result = out.get(timeout=900)
     proc.join()
     lat = sorted(result["latencies"])
     return {"rate": len(lat) / result["elapsed"], "p50": lat[len(lat) // 2] * 1000, "p99": lat[int(len(lat) * 0.99)] * 1000,
-            "errors": result["error_count"], "n": len(lat), "examples": result["errors"]}
+            "errors": result["error_count"], "n": len(lat), "examples": result["errors"], "reconnects": result["reconnects"]}
 
 
 # --- participants -------------------------------------------------------------------------------
@@ -212,7 +234,11 @@ def served(database_url: str, workdir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def measure(database_url: str, rounds: int) -> dict[str, dict[str, float]]:
@@ -224,7 +250,7 @@ def measure(database_url: str, rounds: int) -> dict[str, dict[str, float]]:
             for name, plans in (("bare", bare_plans(real)), ("real", real)):
                 result = run_load(base, plans)
                 print(f"   {name:4} round {round_ + 1}: {result['rate']:7.0f} answers/s  p50 {result['p50']:6.1f} ms  "
-                      f"p99 {result['p99']:6.1f} ms  errors {result['errors']}", flush=True)
+                      f"p99 {result['p99']:6.1f} ms  errors {result['errors']}  reconnects {result['reconnects']}", flush=True)
                 if result["errors"]:
                     print("     e.g.", result["examples"][:3], flush=True)
                 if name not in best or result["rate"] > best[name]["rate"]:

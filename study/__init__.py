@@ -21,6 +21,7 @@ from flask_migrate import Migrate
 from study.db import configure_engine, db
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+DEFAULT_SECRET = "dev-only-change-me"
 
 
 def templates_dir() -> str:
@@ -32,7 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True, template_folder=templates_dir())
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(
-        SECRET_KEY=os.environ.get("STUDY_SECRET_KEY", "dev-only-change-me"),
+        SECRET_KEY=os.environ.get("STUDY_SECRET_KEY", DEFAULT_SECRET),
         SQLALCHEMY_DATABASE_URI=os.environ.get(
             "STUDY_DATABASE_URL", f"sqlite:///{Path(app.instance_path) / 'study.sqlite'}"
         ),
@@ -41,16 +42,24 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     if test_config:
         app.config.update(test_config)
+    if os.environ.get("STUDY_ENV") == "production" and app.config["SECRET_KEY"] in (DEFAULT_SECRET, ""):
+        # Session tokens, CSRF tokens and participant hashes all derive from this key.
+        raise RuntimeError("STUDY_ENV=production needs STUDY_SECRET_KEY set to a long random value "
+                           "(python -c 'import secrets; print(secrets.token_hex(32))')")
 
     db.init_app(app)
     Migrate(app, db, directory=str(MIGRATIONS))
     with app.app_context():
         configure_engine(db.engine)
 
-    from study import api, cli, participant, views
+    from study import api, auth, cli, dashboard, participant, views
+    from study.security import install_security_headers
 
     app.register_blueprint(views.bp)
     app.register_blueprint(participant.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(dashboard.bp)
+    install_security_headers(app)
     cli.register(app)
     return app

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from study.db import db
+from study.db import begin_write, db
 from study.models import Answer, ParticipantSession, Stimulus, Study, transition
 
 ANSWERABLE_STATES = ("instructed", "in_task", "timed_out")
@@ -119,7 +119,8 @@ _SESSION = select(ParticipantSession.id, ParticipantSession.study_id, Participan
                   ParticipantSession.catch_failed, ParticipantSession.plan
                   ).where(ParticipantSession.public_id == bindparam("public_id"))
 _EXISTING = select(Answer.client_id).where(Answer.session_id == bindparam("sid"), Answer.trial_index == bindparam("index"))
-_TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__.c.id == bindparam("sid"))
+_TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__.c.id == bindparam("sid"),
+                                                   ParticipantSession.__table__.c.state == bindparam("read_state"))
 
 
 @cache
@@ -129,28 +130,43 @@ def _insert(dialect: str):
 
 
 def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool, str]:
-    """Store one answer inside the caller's write transaction (study.db.begin_write).
+    """Validate and store one answer; the caller commits.
 
     Returns (stored, session state afterwards); stored is False for an idempotent retry. Raises
     LookupError for an unknown session and AnswerError for anything the client must not resend.
-    Core statements only: this runs for every answer, and the ORM's unit of work would triple
-    its cost.
-    """
-    found = db.session.execute(_SESSION, {"public_id": public_id}).one_or_none()
-    if found is None:
-        raise LookupError(public_id)
-    session = SessionRow(*found)
-    if session.state not in ANSWERABLE_STATES:
-        raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
-    study = study_facts(session.study_id)
-    row = _validated(payload, session, study)
-    stored = db.session.execute(_insert(db.engine.dialect.name), {**row, "received_at": now}).scalar()
-    if stored is None:
-        existing = db.session.scalar(_EXISTING, {"sid": session.id, "index": row["trial_index"]})
-        if existing != row["client_id"]:
-            raise AnswerError(409, f"trial {row['trial_index']} of this session already has a different answer")
-        return False, session.state
 
+    Reading and validating happen before the write transaction, so the database's write lock
+    (SQLite has one per database) is held only for the insert and the session update, never
+    while Python validates; the update re-checks the state it read, and a session that changed
+    in between (a withdrawal in another tab) is read again. Core statements only: this runs for
+    every answer, and the ORM's unit of work would triple its cost.
+    """
+    for _attempt in range(3):
+        found = db.session.execute(_SESSION, {"public_id": public_id}).one_or_none()
+        if found is None:
+            raise LookupError(public_id)
+        session = SessionRow(*found)
+        if session.state not in ANSWERABLE_STATES:
+            raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
+        study = study_facts(session.study_id)
+        row = _validated(payload, session, study)
+        db.session.commit()  # ends the read transaction; the write transaction starts below
+        begin_write()
+        stored = db.session.execute(_insert(db.engine.dialect.name), {**row, "received_at": now}).scalar()
+        if stored is None:
+            existing = db.session.scalar(_EXISTING, {"sid": session.id, "index": row["trial_index"]})
+            if existing != row["client_id"]:
+                raise AnswerError(409, f"trial {row['trial_index']} of this session already has a different answer")
+            return False, session.state
+        changes, state = _session_changes(session, study, row, now)
+        if db.session.execute(_TOUCH, {"sid": session.id, "read_state": session.state, **changes}).rowcount == 1:
+            return True, state
+        db.session.rollback()
+    raise AnswerError(409, "this session changed while the answer was being saved; send it again")
+
+
+def _session_changes(session: SessionRow, study: StudyFacts, row: dict[str, Any], now: dt.datetime) -> tuple[dict[str, Any], str]:
+    """What a new answer changes in its session: lease, state, failed catch trials."""
     changes: dict[str, Any] = {"last_seen_at": now, "lease_expires_at": now + study.lease}
     state = session.state
     if row["block"] == "main" and state != "in_task":
@@ -161,9 +177,7 @@ def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool,
         if study.screen_out_after and changes["catch_failed"] >= study.screen_out_after:
             changes |= transition(state, "screened_out", now)
             state = "screened_out"
-    db.session.execute(_TOUCH, {"sid": session.id, **changes})
-    return True, state
-
+    return changes, state
 
 def missing_trials(session: ParticipantSession) -> list[int]:
     have = set(db.session.scalars(select(Answer.trial_index).where(Answer.session_id == session.id)))

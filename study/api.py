@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from study.answers import ANSWERABLE_STATES, AnswerError, missing_trials, record_answer
 from study.config import config_from_dict
-from study.db import begin_write, db, utcnow
+from study.db import db, utcnow
 from study.models import ParticipantSession
 from study.participant import home_url, load_session, page_url
 from study.security import public_id_from_token, session_token
@@ -43,7 +43,6 @@ def answers(token: str):
     public_id = public_id_from_token(token)
     if public_id is None:
         abort(404, "this study link is not valid")
-    begin_write()
     try:
         created, state = record_answer(public_id, payload, utcnow())
     except LookupError:

@@ -1,4 +1,5 @@
-"""`flask --app study …` commands: init-db, create-study, open, close, export, simulate, backup.
+"""`flask --app study …` commands: init-db, create-study, open, close, export, simulate, backup,
+create-admin, payments, delete-participant.
 
 User mistakes (a bad config, a broken stimulus set, a duplicate study id) end with a short
 `Error: …` message and exit status 1, never a traceback.
@@ -22,9 +23,12 @@ from study.design import DesignError
 from study.models import CONDITIONS, Study
 from study.security import session_mark
 from study.simulate import AnswerModel, simulate, study_stimuli, summary
+from study.auth import AccountError, create_admin
 from study.backup import BackupError, backup, default_path
-from study.export import Selection, export_all, left_out_counts
+from study.export import Selection, csv_chunks, export_all, left_out_counts, write_atomically
 from study.lifecycle import LifecycleError, close_study, find_study, open_study
+from study.payments import COLUMNS as PAYMENT_COLUMNS, payment_rows
+from study.privacy import delete_participant
 from study.studies import StudyExists, create_study
 
 
@@ -190,7 +194,57 @@ def backup_command(out: Path | None) -> None:
     click.echo(f"backup written to {path} ({path.stat().st_size} bytes)")
 
 
+@click.command("create-admin")
+@with_appcontext
+@click.argument("username")
+@click.password_option("--password", envvar="STUDY_ADMIN_PASSWORD",
+                       help="Asked for when not given (or set STUDY_ADMIN_PASSWORD).")
+def create_admin_command(username: str, password: str) -> None:
+    """Create a researcher account for the dashboard, or reset its password."""
+    try:
+        create_admin(username, password)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"researcher {username!r} can log in at /admin/login")
+
+
+@click.command("payments")
+@with_appcontext
+@click.argument("slug")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV file to write.")
+def payments_command(slug: str, out: Path) -> None:
+    """Write the payment and bonus list of study SLUG (completed real sessions; same data, same file)."""
+    try:
+        study = find_study(slug)
+    except LifecycleError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        rows = write_atomically(out, csv_chunks(PAYMENT_COLUMNS, payment_rows(study)))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
+    click.echo(f"wrote {rows} payments to {out}")
+
+
+@click.command("delete-participant")
+@with_appcontext
+@click.argument("panel_id")
+@click.option("--study", "slug", default=None, help="Only in this study (default: every study).")
+@click.confirmation_option(prompt="Delete this participant's sessions and answers for good?")
+def delete_participant_command(panel_id: str, slug: str | None) -> None:
+    """Delete every session and answer of the participant with PANEL_ID (Prolific id, MTurk
+    worker id or link id), e.g. on a withdrawal-of-data request. The deletion is logged."""
+    if slug is not None:
+        try:
+            find_study(slug)
+        except LifecycleError as exc:
+            raise click.ClickException(str(exc)) from None
+    deleted = delete_participant(panel_id, "cli", slug)
+    db.session.commit()
+    click.echo(f"deleted {deleted['sessions']} session(s) and {deleted['answers']} answer(s)")
+
+
 def register(app: Flask) -> None:
     for command in (init_db, create_study_command, open_command, close_command, export_command, simulate_command,
-                    backup_command):
+                    backup_command, create_admin_command, payments_command, delete_participant_command):
         app.cli.add_command(command)

@@ -188,8 +188,11 @@ def dictionary_csv() -> Iterator[str]:
 EXPORTS = {"responses.csv": responses_csv, "participants.csv": participants_csv}
 
 
-def _write(path: Path, chunks: Iterable[str]) -> int:
+def write_atomically(path: Path, chunks: Iterable[str]) -> int:
     """Write atomically (a reader never sees half a file); returns the number of data rows."""
+    if path.exists() and not path.is_file():  # renaming over /dev/null or a directory would replace it
+        raise IsADirectoryError(0, "not a regular file", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     lines = 0
     with tmp.open("w", newline="") as fh:
@@ -204,7 +207,6 @@ def export_all(out_dir: str | Path, selection: Selection) -> dict[str, int]:
     """Write responses.csv, participants.csv and data_dictionary.csv; rows written per file
     (counted as lines: no column holds a newline; HTTP headers such as the user agent cannot)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {name: _write(out_dir / name, make(selection)) for name, make in EXPORTS.items()}
-    written["data_dictionary.csv"] = _write(out_dir / "data_dictionary.csv", dictionary_csv())
+    written = {name: write_atomically(out_dir / name, make(selection)) for name, make in EXPORTS.items()}
+    written["data_dictionary.csv"] = write_atomically(out_dir / "data_dictionary.csv", dictionary_csv())
     return written

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from flask import abort, current_app, request
+from flask import Flask, Response, abort, current_app, request
 from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 
 CSRF_MAX_AGE_S = 24 * 3600
@@ -70,3 +70,23 @@ def check_csrf(binding: str) -> None:
         ok = False
     if not ok:
         abort(400, "This form has expired or did not come from this page. Go back, reload the page and try again.")
+
+
+# Participant pages must load inside MTurk's iframe (ExternalQuestion); nothing else may be framed
+# (the dashboard least of all: framing is how clickjacking works).
+MTURK_FRAME_ANCESTORS = "frame-ancestors 'self' https://www.mturk.com https://workersandbox.mturk.com"
+PARTICIPANT_BLUEPRINTS = ("participant", "api")
+
+
+def _security_headers(response: Response) -> Response:
+    if request.blueprint in PARTICIPANT_BLUEPRINTS:
+        response.headers["Content-Security-Policy"] = MTURK_FRAME_ANCESTORS
+    else:
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def install_security_headers(app: Flask) -> None:
+    app.after_request(_security_headers)

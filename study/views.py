@@ -1,6 +1,7 @@
 """Pages and endpoints served to everyone (health check, landing page) and the error pages."""
 from flask import Blueprint, jsonify, render_template
 from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from study.db import db
@@ -11,7 +12,13 @@ bp = Blueprint("site", __name__)
 
 @bp.get("/")
 def index():
-    studies = db.session.scalars(select(Study).where(Study.is_open).order_by(Study.id)).all()
+    try:
+        studies = db.session.scalars(select(Study).where(Study.is_open).order_by(Study.id)).all()
+    except SQLAlchemyError:
+        # Before `init-db` there are no tables; the landing page still answers (/healthz is the
+        # check that reports database trouble).
+        db.session.rollback()
+        studies = []
     return render_template("index.html", studies=studies)
 
 

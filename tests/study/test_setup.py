@@ -10,6 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+import contracts
 from study.config import ConfigError, load_config, parse_config
 from study.design import build_design
 from study.synthetic import write_stimulus_set
@@ -47,6 +48,11 @@ def test_create_study_reports_user_mistakes_in_one_short_message(cli, stimset, t
         result = cli.invoke(args=args)
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
     assert "catch_rate must be between 0 and 0.5" in cli.invoke(args=cases[2][0]).output
+
+    exported = cli.invoke(args=["export", "--out", str(tmp_path / "export")])
+    assert exported.exit_code == 0 and "wrote 0 answers" in exported.output
+    header = (tmp_path / "export" / "responses.csv").read_text().splitlines()[0]
+    assert header.split(",") == contracts.response_columns()
 
 
 def test_default_config_parses():

@@ -1,0 +1,180 @@
+"""The researcher's side through the Flask test client, on SQLite and PostgreSQL: login, rate
+limit shared by every worker, CSRF on every researcher form, no state change on GET anywhere,
+progress, exports, payments, deletion by panel id, framing rules, inert hostile input."""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select, text
+
+from study.db import db
+from study.driver import Participant
+from study.models import AuditEvent, ParticipantSession
+from study.security import session_mark, session_token
+from studyhelp import make_app, stimset  # noqa: F401  (fixtures)
+
+PASSWORD = "correct horse battery"
+HOSTILE = "{{7*7}}<script>alert(1)</script>' OR 1=1; DROP TABLE answer;--"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def login(client, password: str = PASSWORD):
+    token = CSRF.search(client.get("/admin/login").get_data(as_text=True)).group(1)
+    return client.post("/admin/login", data={"csrf_token": token, "username": "ada", "password": password})
+
+
+def admin_token(client, slug: str = "test-study") -> str:
+    return CSRF.search(client.get(f"/admin/study/{slug}").get_data(as_text=True)).group(1)
+
+
+def run(app, **params) -> Participant:
+    bot = Participant("http://test", "test-study", params=params, client=app.test_client(), seed=7)
+    bot.run()
+    return bot
+
+
+def db_fingerprint(app) -> str:
+    """A hash of every row of every table: equal before and after means nothing was written."""
+    digest = hashlib.sha256()
+    with app.app_context():
+        for table in db.metadata.sorted_tables:
+            for row in db.session.execute(select(table).order_by(*table.primary_key.columns)):
+                digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def app(make_app):
+    app = make_app(payment={"currency": "GBP", "base": 1.5, "bonus_per_correct_label": 0.25})
+    assert app.test_cli_runner().invoke(args=["create-admin", "ada", "--password", PASSWORD]).exit_code == 0
+    return app
+
+
+def test_login_rate_limit_is_shared_by_workers_and_anonymous_users_see_nothing(app):
+    short = app.test_cli_runner().invoke(args=["create-admin", "bob", "--password", "short"])
+    assert short.exit_code == 1 and "at least 12 characters" in short.output
+    anonymous = app.test_client()
+    for path in ("/admin/", "/admin/study/test-study", "/admin/study/test-study/export/responses.csv",
+                 "/admin/study/test-study/export/payments.csv", "/admin/study/test-study/progress.json"):
+        reply = anonymous.get(path)
+        assert reply.status_code == 302 and reply.headers["Location"].startswith("/admin/login") and b"study_id" not in reply.data
+    assert anonymous.post("/admin/login", data={"username": "ada", "password": PASSWORD}).status_code == 400  # no CSRF
+
+    # Two app objects on one database stand for two gunicorn workers: failures on one block the
+    # right password on the other.
+    from study import create_app
+
+    for _ in range(5):
+        assert login(app.test_client(), "wrong password!").status_code == 401
+    other_worker = create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"], "SECRET_KEY": "test-secret"})
+    blocked = other_worker.test_client()
+    reply = login(blocked)
+    assert reply.status_code == 429 and b"Too many failed logins" in reply.data
+    assert blocked.get("/admin/").status_code == 302
+
+
+def test_dashboard_progress_exports_payments_and_deletion(app, tmp_path):
+    client = app.test_client()
+    assert login(client).status_code == 303
+    real = run(app, PROLIFIC_PID="RAWPID-REAL")
+    with app.app_context():
+        mark = session_mark("test-study", "bot")
+    for i in range(3):
+        run(app, participant=f"sim-{i}", mark=mark)
+
+    shown = client.get("/admin/study/test-study?sessions=all").get_data(as_text=True)
+    assert 'data-state="completed">4<' in shown and "all sessions, bots and pilots included" in shown
+    assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in shown and "ExternalQuestion" in shown and "mark=" in shown
+    progress = client.get("/admin/study/test-study/progress.json").get_json()
+    assert progress["by_state"]["completed"] == 1 and progress["funnel"]["consented"] == 1
+    assert sum(r["answers"] for r in progress["answers_per_condition"]) == 3 * 2  # 3 main images × 2 questions
+    assert sum(r["label"] for r in progress["answers_per_stimulus"]) == 3
+
+    def csv(name: str, **args) -> pd.DataFrame:
+        reply = client.get(f"/admin/study/test-study/export/{name}", query_string=args)
+        assert reply.status_code == 200 and reply.mimetype == "text/csv"
+        return pd.read_csv(io.BytesIO(reply.data))
+
+    assert len(csv("responses.csv")) == len(real.data["trials"])
+    everyone = csv("responses.csv", include="bots")
+    assert len(everyone) == 4 * len(real.data["trials"]) and everyone["is_bot"].sum() == 3 * len(real.data["trials"])
+    assert len(csv("participants.csv")) == 1 and len(csv("data_dictionary.csv")) > 40
+    assert client.get("/admin/study/test-study/export/secrets.txt").status_code == 404
+    assert client.get("/admin/study/test-study/export/responses.csv?include=everything").status_code == 400
+    payments = csv("payments.csv")
+    assert list(payments["panel_participant_id"]) == ["RAWPID-REAL"] and payments["base"].tolist() == [1.5]
+    assert payments["total"][0] == 1.5 + 0.25 * payments["correct_labels"][0]
+    assert client.get("/admin/study/test-study/export/payments.csv").data == \
+        client.get("/admin/study/test-study/export/payments.csv").data  # idempotent
+    cli_payments = app.test_cli_runner().invoke(args=["payments", "test-study", "--out", str(tmp_path / "pay.csv")])
+    assert cli_payments.exit_code == 0 and "wrote 1 payments" in cli_payments.output
+    assert (tmp_path / "pay.csv").read_bytes() == client.get("/admin/study/test-study/export/payments.csv").data
+    refused = app.test_cli_runner().invoke(args=["payments", "test-study", "--out", "/dev/null"])
+    assert refused.exit_code == 1 and "not a regular file" in refused.output
+
+    token = admin_token(client)
+    closed = client.post("/admin/study/test-study/state", data={"csrf_token": token, "action": "close"},
+                         follow_redirects=True)
+    assert b"The study is closed" in closed.data and app.test_client().get("/study/test-study").status_code == 410
+    deleted = client.post("/admin/study/test-study/delete-participant",
+                          data={"csrf_token": token, "panel_id": "RAWPID-REAL"}, follow_redirects=True)
+    assert b"Deleted 1 session(s)" in deleted.data
+    assert csv("responses.csv").empty and csv("payments.csv").empty
+    with app.app_context():
+        assert db.session.scalar(text("SELECT count(*) FROM responses_long WHERE NOT is_bot")) == 0
+        event = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "delete_participant")).one()
+        assert event.actor == "admin:ada" and event.detail["answers"] == len(real.data["trials"])
+        assert "RAWPID" not in str(event.detail)
+    assert "deleted 0 session(s)" in app.test_cli_runner().invoke(args=["delete-participant", "nobody", "--yes"]).output
+
+
+def test_no_get_changes_state_and_every_researcher_post_needs_csrf(app):
+    bot = Participant("http://test", "test-study", params={"participant": "victim"},
+                      client=app.test_client(), seed=3)
+    bot.start()
+    with app.app_context():
+        session = db.session.scalar(select(ParticipantSession))
+        values = {"slug": "test-study", "token": session_token(session.public_id), "name": "responses.csv",
+                  "public_id": bot.data["trials"][0]["stimulus"], "filename": "study.css"}
+    client = app.test_client()
+    login(client)
+    before = db_fingerprint(app)
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if "GET" in rule.methods:
+            path = rule.build({k: values[k] for k in rule.arguments}, append_unknown=False)[1]
+            assert client.get(path).status_code < 500, path
+            checked += 1
+    assert checked >= 15 and db_fingerprint(app) == before
+
+    researcher_posts = [r for r in app.url_map.iter_rules() if "POST" in r.methods and r.rule.startswith("/admin/")]
+    assert len(researcher_posts) >= 4
+    for rule in researcher_posts:
+        path = rule.build({k: values[k] for k in rule.arguments}, append_unknown=False)[1]
+        reply = client.post(path, data={"action": "close", "panel_id": "victim", "username": "ada", "password": PASSWORD})
+        assert reply.status_code == 400 and b"did not come from this page" in reply.data, path
+    assert db_fingerprint(app) == before
+
+
+def test_framing_headers_and_hostile_input_stays_inert(app):
+    client = app.test_client()
+    entry = client.get("/study/test-study?participant=p1")
+    assert "https://www.mturk.com" in entry.headers["Content-Security-Policy"] and "X-Frame-Options" not in entry.headers
+    for path in ("/admin/login", "/", "/healthz"):
+        reply = client.get(path)
+        assert reply.headers["Content-Security-Policy"] == "frame-ancestors 'none'" and reply.headers["X-Frame-Options"] == "DENY"
+
+    assert client.get("/study/test-study", query_string={"participant": HOSTILE}).status_code == 400  # not an id
+    bot = Participant("http://test", "test-study", params={"participant": "p1"}, client=client, seed=1)
+    client.environ_base["HTTP_USER_AGENT"] = HOSTILE
+    bot.run()
+    login(client)
+    people = client.get("/admin/study/test-study/export/participants.csv").data.decode()
+    assert pd.read_csv(io.StringIO(people))["user_agent"].tolist() == [HOSTILE]  # stored verbatim
+    with app.app_context():
+        assert db.session.scalar(text("SELECT count(*) FROM answer")) == len(bot.data["trials"])  # table intact
+        assert db.session.scalar(select(func.count()).select_from(ParticipantSession)) == 1
