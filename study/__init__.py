@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask
 from flask_migrate import Migrate
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from study.db import configure_engine, db
 
@@ -46,6 +47,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Session tokens, CSRF tokens and participant hashes all derive from this key.
         raise RuntimeError("STUDY_ENV=production needs STUDY_SECRET_KEY set to a long random value "
                            "(python -c 'import secrets; print(secrets.token_hex(32))')")
+
+    proxies = int(os.environ.get("STUDY_TRUSTED_PROXIES", "0"))
+    if proxies:
+        # Behind nginx: the client's address (the login rate limit counts by it) and scheme come
+        # from the X-Forwarded-* headers the trusted proxies set.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
     db.init_app(app)
     Migrate(app, db, directory=str(MIGRATIONS))
