@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -44,11 +45,16 @@ def sidecar_path(path: Path) -> Path:
 
 def save(model: nn.Module, meta: dict, path: Path) -> dict:
     """Write the weights and the sidecar; returns the sidecar with `checkpoint_sha256` filled in."""
+    # Each file appears whole (write, then rename), the sidecar last: a concurrent reader that finds
+    # the sidecar finds the weights it describes.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-    meta = {**meta, "checkpoint_sha256": sha256_file(path)}
-    sidecar_path(path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    meta = {**meta, "checkpoint_sha256": sha256_file(tmp)}
+    os.replace(tmp, path)
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, sidecar_path(path))
     return meta
 
 

@@ -45,7 +45,7 @@ def train_or_load_config(condition: str, cfg: Config, preset: str = "demo", seed
     model_id = f"{condition}-{preset}-s{seed}"
     path = Path(cache_dir) / f"{model_id}-{cache_key(condition, cfg, dataset.sha256, seed)}.pt"
     device = resolve_device(cfg.device)
-    if path.is_file():
+    if checkpoints.sidecar_path(path).is_file():
         return checkpoints.load(path, cfg.architecture, device)
     model, metrics = train(condition, cfg, dataset.train, seed, progress)
     meta = {
