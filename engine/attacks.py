@@ -192,8 +192,10 @@ def jsma(model: nn.Module, x: torch.Tensor, target: torch.Tensor, theta: float =
     change), when its domain is empty, or when no valid pair is left.
 
     Batched, with two vector-Jacobian products per iteration (∇Z_t and ∇ΣZ) instead of one per
-    class. For θ > 0 the output equals torchattacks.JSMA image for image; torchattacks' θ < 0
-    scores valid pairs negatively and never moves, so decreasing mode follows CleverHans' score.
+    class. For θ > 0 the output equals torchattacks.JSMA image for image, except that where no
+    valid pair is left torchattacks goes on "choosing" pixel 0 (its argmax over all-zero scores;
+    CleverHans #221) and this stops instead, as advertorch does. torchattacks' θ < 0 scores valid
+    pairs negatively and never moves, so decreasing mode follows CleverHans' score.
     Returns the adversarial batch and per-example success (prediction = target).
     """
     increasing = theta > 0
