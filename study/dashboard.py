@@ -97,7 +97,7 @@ def panel_links(study: Study) -> dict[str, str]:
         "prolific": entry + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
         # MTurk appends workerId, assignmentId, hitId and turkSubmitTo to an ExternalQuestion's URL.
         "mturk": entry,
-        "link": entry + "?participant=ID (or no parameter for anonymous participants)",
+        "link": entry + "?participant=ID",  # or the bare entry link for anonymous participants
     }
     shown = {panel: links[panel] for panel in study.config.get("panels", links)}
     shown["pilot"] = entry + "?participant=pilot-NAME&mark=" + session_mark(study.slug, "pilot")
