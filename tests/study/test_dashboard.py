@@ -171,10 +171,14 @@ def test_framing_headers_and_hostile_input_stays_inert(app):
     assert client.get("/study/test-study", query_string={"participant": HOSTILE}).status_code == 400  # not an id
     bot = Participant("http://test", "test-study", params={"participant": "p1"}, client=client, seed=1)
     client.environ_base["HTTP_USER_AGENT"] = HOSTILE
+    bot.start()
+    bot.client_ids[0] = HOSTILE[:64]  # the answer's client id is the other free-text field a participant sends
+    assert bot.answer(0).status == 201
     bot.run()
     login(client)
     people = client.get("/admin/study/test-study/export/participants.csv").data.decode()
     assert pd.read_csv(io.StringIO(people))["user_agent"].tolist() == [HOSTILE]  # stored verbatim
     with app.app_context():
         assert db.session.scalar(text("SELECT count(*) FROM answer")) == len(bot.data["trials"])  # table intact
+        assert db.session.scalar(text("SELECT client_id FROM answer WHERE trial_index = 0")) == HOSTILE[:64]
         assert db.session.scalar(select(func.count()).select_from(ParticipantSession)) == 1
