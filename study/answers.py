@@ -24,6 +24,7 @@ from study.models import Answer, ParticipantSession, Stimulus, Study, transition
 ANSWERABLE_STATES = ("instructed", "in_task", "timed_out")
 PAYLOAD_KEYS = {"client_id", "trial_index", "stimulus", "response", "rt_ms", "presented_at", "responded_at"}
 MAX_RT_MS = 24 * 3600 * 1000
+TOUCH_EVERY = dt.timedelta(seconds=30)
 
 
 class AnswerError(ValueError):
@@ -68,6 +69,7 @@ class SessionRow:
     state: str
     catch_failed: int
     plan: list[list[Any]] | None
+    last_seen_at: dt.datetime | None
 
 
 def _epoch_ms(payload: dict[str, Any], key: str) -> dt.datetime | None:
@@ -116,7 +118,7 @@ def _validated(payload: Any, session: SessionRow, study: StudyFacts) -> dict[str
 
 # Built once: constructing statements per request costs more than executing them.
 _SESSION = select(ParticipantSession.id, ParticipantSession.study_id, ParticipantSession.state,
-                  ParticipantSession.catch_failed, ParticipantSession.plan
+                  ParticipantSession.catch_failed, ParticipantSession.plan, ParticipantSession.last_seen_at
                   ).where(ParticipantSession.public_id == bindparam("public_id"))
 _EXISTING = select(Answer.client_id).where(Answer.session_id == bindparam("sid"), Answer.trial_index == bindparam("index"))
 _TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__.c.id == bindparam("sid"),
@@ -136,10 +138,13 @@ def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool,
     LookupError for an unknown session and AnswerError for anything the client must not resend.
 
     Reading and validating happen before the write transaction, so the database's write lock
-    (SQLite has one per database) is held only for the insert and the session update, never
-    while Python validates; the update re-checks the state it read, and a session that changed
-    in between (a withdrawal in another tab) is read again. Core statements only: this runs for
-    every answer, and the ORM's unit of work would triple its cost.
+    (SQLite has one per database) is held only for the insert and, when needed, the session
+    update, never while Python validates. Most answers change nothing else in the session (see
+    _session_changes); those that do re-check the state they read, and a session that changed in
+    between (a withdrawal in another tab) is read again. An answer that races a withdrawal by
+    milliseconds is kept: it was given before, and the withdrawal flags it like all the others.
+    Core statements only: this runs for every answer, and the ORM's unit of work would triple
+    its cost.
     """
     for _attempt in range(3):
         found = db.session.execute(_SESSION, {"public_id": public_id}).one_or_none()
@@ -159,15 +164,22 @@ def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool,
                 raise AnswerError(409, f"trial {row['trial_index']} of this session already has a different answer")
             return False, session.state
         changes, state = _session_changes(session, study, row, now)
-        if db.session.execute(_TOUCH, {"sid": session.id, "read_state": session.state, **changes}).rowcount == 1:
+        if not changes or db.session.execute(_TOUCH, {"sid": session.id, "read_state": session.state, **changes}).rowcount:
             return True, state
         db.session.rollback()
     raise AnswerError(409, "this session changed while the answer was being saved; send it again")
 
 
 def _session_changes(session: SessionRow, study: StudyFacts, row: dict[str, Any], now: dt.datetime) -> tuple[dict[str, Any], str]:
-    """What a new answer changes in its session: lease, state, failed catch trials."""
-    changes: dict[str, Any] = {"last_seen_at": now, "lease_expires_at": now + study.lease}
+    """What a new answer changes in its session: lease, state, failed catch trials.
+
+    The lease (and last_seen_at) moves on only when a tenth of it has passed since the last
+    move (at most every 30 s), so most answers write one row and nothing else: a lease is
+    minutes long, and its end is known to within that step.
+    """
+    changes: dict[str, Any] = {}
+    if session.last_seen_at is None or now - session.last_seen_at >= min(study.lease / 10, TOUCH_EVERY):
+        changes |= {"last_seen_at": now, "lease_expires_at": now + study.lease}
     state = session.state
     if row["block"] == "main" and state != "in_task":
         changes |= transition(state, "in_task", now)
@@ -178,6 +190,7 @@ def _session_changes(session: SessionRow, study: StudyFacts, row: dict[str, Any]
             changes |= transition(state, "screened_out", now)
             state = "screened_out"
     return changes, state
+
 
 def missing_trials(session: ParticipantSession) -> list[int]:
     have = set(db.session.scalars(select(Answer.trial_index).where(Answer.session_id == session.id)))

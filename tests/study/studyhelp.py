@@ -9,9 +9,15 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
+import flask_migrate
 import pytest
 import tomli_w
+from flask import Flask
 
+from study import create_app
+from study.config import StudyConfig, load_config, parse_config
+from study.db import db
+from study.studies import create_study
 from study.synthetic import write_stimulus_set
 
 from conftest import VENV_BIN, free_port, wait_for_http
@@ -35,31 +41,20 @@ def stimset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_stimulus_set(tmp_path_factory.mktemp("stimset"))
 
 
+def app_with_study(database_url: str, config: StudyConfig, stimset: Path) -> Flask:
+    """Migrate a database and create one study in it, in-process (what `flask init-db` and
+    `flask create-study` do, without two interpreter start-ups)."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "TESTING": True, "SECRET_KEY": "test-secret"})
+    with app.app_context():
+        flask_migrate.upgrade()
+        create_study(config, stimset)
+    return app
+
+
 @pytest.fixture
 def make_app(database_url: str, stimset: Path):
     """Build an app on a fresh database (both dialects) holding one study made from `config`."""
-    import flask_migrate
-
-    from study import create_app
-    from study.config import parse_config
-    from study.studies import create_study
-
-    def make(**config: Any):
-        app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "TESTING": True, "SECRET_KEY": "test-secret"})
-        with app.app_context():
-            flask_migrate.upgrade()
-            create_study(parse_config({**BASE_CONFIG, **config}), stimset)
-        return app
-
-    return make
-
-
-def flask_cli(database_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "STUDY_DATABASE_URL": database_url}
-    result = subprocess.run([str(VENV_BIN / "flask"), "--app", "study", *args], env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(result.stdout + result.stderr)
-    return result
+    return lambda **config: app_with_study(database_url, parse_config({**BASE_CONFIG, **config}), stimset)
 
 
 @contextlib.contextmanager
@@ -69,8 +64,8 @@ def study_server(database_url: str, config_path: Path | None, stimset: Path | No
     With a config, the database is created and the study made first; without, it is reused."""
     env = {**os.environ, "STUDY_DATABASE_URL": database_url, "STUDY_SECRET_KEY": "test-secret"}
     if config_path is not None:
-        flask_cli(database_url, "init-db")
-        flask_cli(database_url, "create-study", str(config_path), "--stimuli", str(stimset))
+        with app_with_study(database_url, load_config(config_path), stimset).app_context():
+            db.engine.dispose()  # the server must not share this process's connections
     port = port or free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "study:create_app()"],
