@@ -23,14 +23,6 @@ def test_readme_names_two_make_targets_that_exist():
         assert dry.returncode == 0, dry.stderr
 
 
-def test_readme_first_command_runs_the_demo(tmp_path):
-    result = subprocess.run(["make", "demo"], cwd=REPO, capture_output=True, text=True,
-                            env={"PATH": "/usr/bin:/bin", "DEMO_SERVE": "0", "DEMO_OUT": str(tmp_path)}, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Demo finished" in result.stdout
-    assert (tmp_path / "report" / "answer_counts.csv").is_file()
-
-
 @pytest.mark.parametrize("cmd", [
     [str(VENV_BIN / "engine"), "--help"],
     [str(VENV_BIN / "engine"), "data", "--help"],
