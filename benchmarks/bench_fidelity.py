@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.results import Entry, write_section
 from engine.config import CONDITIONS, make_config
 from engine.data import load_dataset
-from engine.evaluate import evaluate, fidelity_checks, lookup, write_report
+from engine.evaluate import PGD_EPS, evaluate, fidelity_checks, lookup, write_report
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -20,11 +20,11 @@ def pct(r: dict) -> str:
     return f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
 
 
-def fidelity(name: str, overrides: dict, seeds: list[int], out: Path) -> None:
+def fidelity(name: str, overrides: dict, seeds: list[int], out: Path, limit: int = 0, pgd_eps: list[float] = PGD_EPS) -> None:
     cfg = make_config("demo", overrides)
     dataset = load_dataset(cfg.dataset)
     start = time.perf_counter()
-    rows, metas = evaluate(list(CONDITIONS), cfg, dataset, "demo", seeds, Path("runs/models"))
+    rows, metas = evaluate(list(CONDITIONS), cfg, dataset, "demo", seeds, Path("runs/models"), limit, pgd_eps=pgd_eps)
     write_report(rows, metas, out)
     at = lookup(rows)
     entries = [Entry(f"{c}: clean test accuracy", pct(at[("-", c, "clean", 0.0)]), target="≥ 95%") for c in CONDITIONS]
@@ -42,8 +42,7 @@ def fidelity(name: str, overrides: dict, seeds: list[int], out: Path) -> None:
         entries.append(Entry(f"distilled, white-box {attack.upper()} ε=0.3 (gradient masking)", pct(r), f"clean {pct(clean)}",
                              f"{100 * (r['accuracy'] - clean['accuracy']):+.1f} points",
                              "within 5 points of clean" if attack == "fgsm" else "more than 5 points below clean"))
-    for c in CONDITIONS:
-        entries.append(Entry(f"{c}: white-box PGD-40 ε=0.3", pct(at[(c, c, "pgd", 0.3)])))
+    entries += [Entry(f"{c}: white-box PGD-40 ε={e}", pct(at[(c, c, "pgd", e)])) for c in CONDITIONS for e in pgd_eps if e == max(pgd_eps)]
     checks = fidelity_checks(rows)
     passed = sum(ok for _, ok, _ in checks)
     notes = (f"{rows[0]['n']} test images, {len(seeds)} training seed(s) ({'Wilson' if len(seeds) == 1 else 't'} 95% intervals); "
@@ -51,7 +50,8 @@ def fidelity(name: str, overrides: dict, seeds: list[int], out: Path) -> None:
              + "".join(f"\n- {'PASS' if ok else 'FAIL'}: {claim} — {ev}" for claim, ok, ev in checks)
              + f"\n\nFull tables and plots: `{out}/summary.md`, `robustness.csv`, `robustness-<source>.png`.")
     write_section(f"Fidelity: {name}", entries, notes=notes,
-                  command=f"engine evaluate --preset demo --seeds {len(seeds)}" + "".join(f" --set {k}={v}" for k, v in overrides.items()))
+                  command=f"engine evaluate --preset demo --seeds {len(seeds)}" + (f" --limit {limit}" if limit else "") + ("" if pgd_eps else " --pgd-eps ''")
+                  + "".join(f" --set {k}={v}" for k, v in overrides.items()))
 
 
 def run(tier: str) -> None:

@@ -57,11 +57,11 @@ def in_batches(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Ten
 
 
 def robustness_counts(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, seed: int = 0, pgd_steps: int = 40,
-                      progress: bool = True) -> list[dict]:
+                      pgd_eps: list[float] = PGD_EPS, progress: bool = True) -> list[dict]:
     """Correct counts for clean, the FGSM/TGSM source × evaluated grid, and white-box PGD."""
     rows = [{"source": "-", "evaluated": name, "attack": "clean", "eps": 0.0, "correct": int((predict(m, x) == y).sum())}
             for name, m in models.items()]
-    jobs = [(s, a, e) for s in models for a in ATTACKS for e in EPS_GRID if e > 0] + [(s, "pgd", e) for s in models for e in PGD_EPS]
+    jobs = [(s, a, e) for s in models for a in ATTACKS for e in EPS_GRID if e > 0] + [(s, "pgd", e) for s in models for e in pgd_eps]
     for source, attack, eps in tqdm(jobs, desc="evaluate", unit="attack", disable=not progress):
         if attack == "pgd":  # Madry et al.'s step rule: 2.5·ε / steps
             x_adv = in_batches(pgd, models[source], x, y, eps=eps, step=2.5 * eps / pgd_steps, steps=pgd_steps, seed=seed)
@@ -165,9 +165,11 @@ def summary_markdown(rows: list[dict], models_meta: list[dict]) -> str:
             lines += [f"\n## {attack.upper()} ε = {eps}: rows are the source of the examples, columns the evaluated model\n",
                       "| source \\ evaluated | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
             lines += [f"| {s} | " + " | ".join(cell(at[(s, e, attack, eps)]) for e in names) + " |" for s in names]
-    lines += ["\n## White-box PGD (random start)\n", "| model | " + " | ".join(f"ε = {e}" for e in PGD_EPS) + " |",
-              "|---" * (len(PGD_EPS) + 1) + "|"]
-    lines += [f"| {s} | " + " | ".join(cell(at[(s, s, 'pgd', e)]) for e in PGD_EPS) + " |" for s in names]
+    pgd_eps = sorted({r["eps"] for r in rows if r["attack"] == "pgd"})
+    if pgd_eps:
+        lines += ["\n## White-box PGD (random start)\n", "| model | " + " | ".join(f"ε = {e}" for e in pgd_eps) + " |",
+                  "|---" * (len(pgd_eps) + 1) + "|"]
+        lines += [f"| {s} | " + " | ".join(cell(at[(s, s, 'pgd', e)]) for e in pgd_eps) + " |" for s in names]
     lines += ["\n## Fidelity checks (the issue's targets)\n", "| claim | result | evidence |", "|---|---|---|"]
     lines += [f"| {claim} | {'PASS' if ok else 'FAIL'} | {evidence} |" for claim, ok, evidence in fidelity_checks(rows)]
     return "\n".join(lines) + "\n"
@@ -193,15 +195,22 @@ def test_images(dataset: Dataset, limit: int = 0) -> tuple[torch.Tensor, torch.T
 
 
 def evaluate(conditions: list[str], cfg, dataset: Dataset, preset: str = "demo", seeds: list[int] = (0,), cache_dir: Path = CACHE_DIR,
-             limit: int = 0, pgd_steps: int = 40, progress: bool = True) -> tuple[list[dict], list[dict]]:
+             limit: int = 0, pgd_steps: int = 40, pgd_eps: list[float] = PGD_EPS, progress: bool = True) -> tuple[list[dict], list[dict]]:
     """Train or reuse each condition's model per seed and score the grid; returns (rows, sidecars of the first seed)."""
     x, y = test_images(dataset, limit)
     per_seed, metas = [], []
     for seed in seeds:
         loaded = {c: train_or_load_config(c, cfg, preset, seed, cache_dir, dataset, progress) for c in conditions}
         metas = metas or [meta for _, meta in loaded.values()]
-        per_seed.append(robustness_counts({c: m for c, (m, _) in loaded.items()}, x, y, seed, pgd_steps, progress))
+        per_seed.append(robustness_counts({c: m for c, (m, _) in loaded.items()}, x, y, seed, pgd_steps, pgd_eps, progress))
     return aggregate(per_seed, len(y)), metas
+
+
+def parse_eps(text: str) -> list[float]:
+    try:
+        return [float(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -214,11 +223,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.checkpoints:
         models, metas = checkpoints.load_many(args.checkpoints, dataset)
         x, y = test_images(dataset, args.limit)
-        rows = aggregate([robustness_counts(models, x, y, args.seed, args.pgd_steps)], len(y))
+        rows = aggregate([robustness_counts(models, x, y, args.seed, args.pgd_steps, args.pgd_eps)], len(y))
     else:
         conditions = [check_condition(c.strip()) for c in args.conditions.split(",")]
         rows, metas = evaluate(conditions, cfg, dataset, args.preset, range(args.seed, args.seed + args.seeds), args.cache,
-                               args.limit, args.pgd_steps)
+                               args.limit, args.pgd_steps, args.pgd_eps)
     write_report(rows, metas, args.out)
     print((args.out / "summary.md").read_text().split("## Fidelity checks")[1].strip())
     print(f"wrote {args.out}/robustness.csv, summary.md and one robustness-<source>.png per source model")
@@ -233,6 +242,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=1, help="train/evaluate seeds SEED…SEED+N-1; mean and t interval across them")
     p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random N of the test images (default: all)")
     p.add_argument("--pgd-steps", type=int, default=40, help="PGD iterations (≥ 40, default 40)")
+    p.add_argument("--pgd-eps", type=parse_eps, default=PGD_EPS, help="comma-separated PGD ε ('' skips PGD; default 0.1,0.2,0.3)")
     add_config_args(p)
     p.add_argument("--cache", type=Path, default=CACHE_DIR, help=f"checkpoint directory (default {CACHE_DIR})")
     p.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output directory (default runs/evaluate)")
