@@ -292,8 +292,9 @@ def run(tier: str) -> None:
                  f"per participant, {rounds} alternating rounds per endpoint pooled (answers over total time, percentiles "
                  f"over all answers); server and load generator share the same {os.cpu_count()} cores. Load average "
                  f"(1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}: other jobs on the machine take "
-                 "CPU from both endpoints alike, so compare the ratio rather than the absolute rates. The real endpoint authenticates the session token, validates the "
-                 "answer against the session's plan, inserts with ON CONFLICT DO NOTHING, advances the state and extends "
-                 "the lease, all in one BEGIN IMMEDIATE transaction (SQLite).")
+                 "CPU from both endpoints alike, so compare the ratio rather than the absolute rates. The real endpoint checks the session token's signature, reads the session and validates the answer "
+                 "against its plan outside the write lock, then inserts with ON CONFLICT DO NOTHING in a BEGIN IMMEDIATE "
+                 "transaction (SQLite), updating the session only when its state or lease must move; the bare endpoint "
+                 "parses the JSON and inserts one row.")
     write_section("Study server: answers under load", entries, command=f"python -m benchmarks --only server --tier {tier}",
                   notes="\n".join(notes))
