@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import re
 import secrets
 from typing import Callable
@@ -38,8 +39,12 @@ class AccountError(ValueError):
 
 @bp.record_once
 def _cookie_settings(state) -> None:
-    state.app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    state.app.config.setdefault("PERMANENT_SESSION_LIFETIME", dt.timedelta(hours=8))
+    # The session cookie carries only the researcher's login (participants use URL tokens).
+    state.app.config.update(
+        SESSION_COOKIE_SAMESITE="Lax", PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=8),
+        # In production the dashboard is served over HTTPS only (deploy/nginx-study.conf).
+        SESSION_COOKIE_SECURE=os.environ.get("STUDY_ENV") == "production",
+    )
 
 
 def create_admin(username: str, password: str) -> AdminUser:

@@ -44,4 +44,5 @@ def test_production_mode_refuses_the_default_secret(monkeypatch):
     with pytest.raises(RuntimeError, match="needs STUDY_SECRET_KEY"):
         create_app()
     monkeypatch.setenv("STUDY_SECRET_KEY", "a" * 64)
-    assert create_app().config["SECRET_KEY"] == "a" * 64
+    app = create_app()
+    assert app.config["SECRET_KEY"] == "a" * 64 and app.config["SESSION_COOKIE_SECURE"]  # dashboard cookie over HTTPS only
