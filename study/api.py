@@ -70,7 +70,7 @@ def complete(token: str):
         missing = missing_trials(session)
         if missing:
             return jsonify(error=f"{len(missing)} answer(s) have not reached the server yet", missing=missing), 409
-        session.completion_code = config_from_dict(session.study.config).completion.code
+        session.completion_code = config_from_dict(session.study.config).completion.for_completed(session.catch_failed)
         session.move_to("completed")
         db.session.commit()
     return jsonify(ok=True, next=url_for("participant.debrief", token=session_token(session.public_id)))

@@ -50,6 +50,14 @@ class Completion:
     declined_code: str
     screened_out_code: str = ""
     withdrawn_code: str = ""  # empty: a withdrawing participant gets no code (and no panel redirect)
+    # Finished, but failed at least this many catch trials (0 = never): the panel gets this code
+    # instead of `code`, so the researcher can tell such submissions apart when approving them.
+    failed_checks_after: int = 0
+    failed_checks_code: str = ""
+
+    def for_completed(self, catch_failed: int) -> str:
+        failed = self.failed_checks_after and catch_failed >= self.failed_checks_after and self.failed_checks_code
+        return self.failed_checks_code if failed else self.code
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,8 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     problems += _unknown(texts, {"consent", "instructions", "debrief", "preview"}, "texts.")
     problems += _unknown(label, {"question"}, "label.")
     problems += _unknown(rate, {"question", "min", "max", "anchors"}, "rate.")
-    problems += _unknown(completion, {"code", "declined_code", "screened_out_code", "withdrawn_code"}, "completion.")
+    problems += _unknown(completion, {"code", "declined_code", "screened_out_code", "withdrawn_code", "failed_checks_after",
+                                      "failed_checks_code"}, "completion.")
     problems += _unknown(payment, {"currency", "base", "bonus_per_correct_label"}, "payment.")
 
     for key in ("id", "title"):
@@ -128,8 +137,13 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     for key in ("code", "declined_code"):
         if not isinstance(completion.get(key), str) or not completion[key].strip():
             problems.append(f"completion.{key} is required (a non-empty string)")
-    for key in ("screened_out_code", "withdrawn_code"):
+    for key in ("screened_out_code", "withdrawn_code", "failed_checks_code"):
         _typed(completion, key, str, problems, "completion.")
+    failed_after = _typed(completion, "failed_checks_after", int, problems, "completion.")
+    if failed_after and not completion.get("failed_checks_code"):
+        problems.append("completion.failed_checks_after needs a completion.failed_checks_code")
+    if failed_after is not None and failed_after < 0:
+        problems.append("completion.failed_checks_after must not be negative")
     panels = raw.get("panels", list(PANELS))
     if not isinstance(panels, list) or not panels or len(set(panels)) != len(panels) or any(p not in PANELS for p in panels):
         problems.append(f"panels must list some of {', '.join(PANELS)} once each, not {panels!r}")

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, func, select, text, update
 
 from study.db import db
 from study.driver import Participant
-from study.models import Answer, AuditEvent, Stimulus
+from study.models import Answer, AuditEvent, ParticipantSession, Stimulus
 from study.security import session_mark
 from studyhelp import make_app, stimset  # noqa: F401  (fixtures)
 
@@ -85,3 +85,16 @@ def test_online_backup_restores_every_answer(make_app, database_url, request, tm
             restored = conn.execute(text("SELECT count(*) FROM responses_long")).scalar()
         engine.dispose()
     assert restored == answers > 0
+
+
+def test_a_finished_session_that_failed_checks_gets_its_own_code(make_app):
+    app = make_app(completion={"code": "CODE-OK", "declined_code": "CODE-NO", "failed_checks_after": 1,
+                               "failed_checks_code": "CODE-CHECK"})
+    careless = bot(app, PROLIFIC_PID="careless")
+    careless.start()
+    with app.app_context():
+        plan = db.session.scalar(select(ParticipantSession.plan).where(ParticipantSession.public_id == careless.data["session"]))
+        truth = dict(db.session.execute(select(Stimulus.id, Stimulus.true_label)).all())
+    wrong = {i: (truth[pk] + 1) % 10 for i, (pk, task, _block, is_catch) in enumerate(plan) if is_catch and task == "label"}
+    assert careless.run(lambda trial, data: wrong.get(trial["i"], 1 if trial["task"] == "rate" else 0)) == "CODE-CHECK"
+    assert "https://app.prolific.com/submissions/complete?cc=CODE-CHECK" in careless.get(f"{careless.token_path}/debrief").text
