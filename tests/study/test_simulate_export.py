@@ -115,3 +115,26 @@ def test_export_files_selection_and_dictionary(make_app, tmp_path):
         assert set(dictionary.loc[dictionary["file"] == name, "column"]) == set(pd.read_csv(tmp_path / "all" / name).columns)
     for path in Path(tmp_path).rglob("*.csv"):  # raw panel ids never reach an export
         assert "RAWPID" not in path.read_text() and "RAWLINK" not in path.read_text()
+
+
+def test_answer_model_follows_the_effects_per_condition():
+    import random
+    import statistics
+
+    from study.simulate import AnswerModel, Bot, StimulusFacts
+
+    stimuli = {"n": StimulusFacts("normal", "experimental", 3, 8), "g": StimulusFacts("gradreg", "experimental", 3, 8),
+               "c": StimulusFacts("clean", "catch", 5, None)}
+    model = AnswerModel(accuracy={"normal": 0.9, "gradreg": 0.2}, rating={"gradreg": 4.2}, careless=0.0)
+    data = {"rating": {"min": 1, "max": 5}}
+    bot = Bot(model, stimuli, {}, random.Random(1))
+
+    def answers(stimulus: str, task: str, n: int = 2000) -> list[int]:
+        return [bot.choose({"stimulus": stimulus, "task": task}, data) for _ in range(n)]
+
+    assert abs(statistics.mean(a == 3 for a in answers("n", "label")) - 0.9) < 0.03
+    assert abs(statistics.mean(a == 3 for a in answers("g", "label")) - 0.2) < 0.03
+    assert set(answers("c", "label", 50)) == {5}  # attentive bots pass catch trials
+    assert abs(statistics.mean(answers("g", "rate")) - 4.2) < 0.15 and set(answers("n", "rate")) == {1, 2, 3, 4, 5}
+    careless = Bot(AnswerModel(careless=1.0), stimuli, {}, random.Random(2))
+    assert statistics.mean(careless.choose({"stimulus": "c", "task": "label"}, data) == 5 for _ in range(2000)) < 0.2
