@@ -51,6 +51,15 @@ def list_counts(study_id: int, is_bot: bool = False, is_pilot: bool = False) -> 
     return dict(rows.all())
 
 
+def places_taken(study_id: int, now: dt.datetime) -> int:
+    """Real sessions holding a place now (completed, or active with a running lease). Read-only:
+    it counts expired leases out instead of expiring them, so an entry page (GET) can ask."""
+    ps = ParticipantSession
+    held = (ps.state == "completed") | (ps.state.in_(ACTIVE_STATES) & (ps.lease_expires_at >= now))
+    return db.session.scalar(select(func.count()).select_from(ps).where(ps.study_id == study_id, held,
+                                                                         ~ps.is_bot, ~ps.is_pilot))
+
+
 def assign(session: ParticipantSession, study: Study, now: dt.datetime) -> None:
     """Give a consented session its list, seed and trial plan. Call inside a write transaction
     (study.db.begin_write) before the new session is added to it (so the lock comes before the

@@ -144,6 +144,8 @@ class Participant:
     def start(self) -> None:
         """Entry, consent, instructions; ends on the trial page with its data loaded."""
         entry = self._expect(self.get(f"/study/{self.study}?{urlencode(self.params)}"), "entry")
+        if self.token_path is None and "The study is full" in entry.text:
+            raise StudyFull(f"study {self.study} is full")
         if self.token_path is None:  # not a resumed participant: consent first
             fields = {k: html.unescape(v) for k, v in HIDDEN_INPUT.findall(entry.text)}
             entry = self._expect(self.post_form(f"/study/{self.study}/consent", {**fields, "choice": "agree"}), "consent")

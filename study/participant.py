@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from study.answers import ANSWERABLE_STATES, missing_trials
-from study.assignment import StudyFull, assign
+from study.assignment import StudyFull, assign, places_taken
 from study.config import StudyConfig, config_from_dict
 from study.db import begin_write, db, utcnow
 from study.models import TRANSITIONS, ParticipantSession, Stimulus, Study
@@ -98,7 +98,7 @@ def _parsed_entry(slug: str, config: StudyConfig, args) -> tuple[Entry, str | No
 @bp.get("/study/<slug>")
 def entry(slug: str):
     study, config = open_study(slug)
-    found, _mark = _parsed_entry(slug, config, request.args)
+    found, mark = _parsed_entry(slug, config, request.args)
     if found.preview:
         return render_template("preview.html", study=study, config=config)
     if found.raw_id:
@@ -107,6 +107,9 @@ def entry(slug: str):
             ParticipantSession.participant_hash == participant_hash(found.panel, found.raw_id)))
         if existing is not None:  # a repeat visit resumes, it never restarts
             return redirect(home_url(existing), 303)
+    # Told before reading the consent text; consent checks again, under the assignment lock.
+    if mark is None and places_taken(study.id, utcnow()) >= study.target_participants:
+        return render_template("full.html", config=config, panel=found.panel)
     params = {**found.ids, **({"mark": found.mark} if found.mark else {})}
     return render_template("consent.html", study=study, config=config, params=params,
                            csrf=csrf_token(_entry_binding(slug, found)))
