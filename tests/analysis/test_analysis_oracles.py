@@ -1,7 +1,6 @@
 """Oracle checks: our numbers against scipy / pingouin on literal inputs and against the reference
 values in ../shared/research/analysis.md §6 (lme4, ordinal, statsmodels on the reference data set)."""
 import numpy as np
-import pandas as pd
 import pingouin as pg
 import pytest
 from scipy import stats
