@@ -154,11 +154,11 @@ class ModelFit:
         """Model-implied mean per condition, averaged over the analysed rows (g-computation):
         probability for binary outcomes, mean rating for ordinal ones."""
         if self.levels is None:
-            return np.array([np.mean(1 / (1 + np.exp(-self.linear(params, c)))) for c in self.conditions])
+            return np.array([np.mean(special.expit(self.linear(params, c))) for c in self.conditions])
         thresholds = self.result.model.transform_threshold_params(params)  # -inf, θ1..θK-1, inf
         means = []
         for c in self.conditions:
-            cdf = 1 / (1 + np.exp(-(thresholds[None, :] - self.linear(params, c)[:, None])))
+            cdf = special.expit(thresholds[None, :] - self.linear(params, c)[:, None])
             means.append(np.mean(np.diff(cdf, axis=1) @ self.levels))
         return np.array(means)
 
@@ -184,17 +184,16 @@ def fit_model(answers: pd.DataFrame, outcome: Outcome, layout: Layout, covariate
                          f"{n_participants} participants, {n_units} image units, {data[outcome.name].nunique()} distinct outcome value(s))")
     groups = np.column_stack([pd.factorize(data["participant_id"])[0], pd.factorize(data[layout.unit])[0]])
     cluster = {"cov_type": "cluster", "cov_kwds": {"groups": groups}}
+    formula = f"{outcome.name} ~ {rhs}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if outcome.kind == "binary":
-            formula = f"{outcome.name} ~ {rhs}"
             result = smf.glm(formula, data, family=sm.families.Binomial()).fit(**cluster)
             converged, levels = bool(result.converged), None
             method = "logistic GLM (population-averaged), two-way cluster-robust SE"
         else:
             levels = np.sort(data[outcome.name].unique())
             data = data.assign(**{outcome.name: pd.Categorical(data[outcome.name], categories=levels, ordered=True)})
-            formula = f"{outcome.name} ~ {rhs}"
             result = LogitOrderedModel.from_formula(formula, data).fit(method="bfgs", disp=False, maxiter=200, **cluster)
             converged = bool(result.mle_retvals.get("converged", True))
             method = "proportional-odds logit (population-averaged), two-way cluster-robust SE"
@@ -213,9 +212,9 @@ def fit_model(answers: pd.DataFrame, outcome: Outcome, layout: Layout, covariate
     names = list(result.params.index)
     term = rhs.split(" + ")[0]
     dummy = {c: names.index(f"{term}[T.{c}]") for c in conditions[1:]}
-    exog_width = len(names) if outcome.kind == "binary" else result.model.exog.shape[1]
+    # model.exog holds the covariates only: with the intercept for the GLM, without the thresholds for OrderedModel
     return ModelFit(outcome, conditions, np.asarray(result.params), np.asarray(result.cov_params()), names,
-                    np.asarray(result.model.exog, dtype=float)[:, :exog_width], dummy, levels, int(len(data)),
+                    np.asarray(result.model.exog, dtype=float), dummy, levels, int(len(data)),
                     n_participants, units, converged, formula, f"{method} (participant × {layout.unit})", result, notes)
 
 
