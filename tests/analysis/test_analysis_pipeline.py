@@ -88,6 +88,7 @@ def test_exclusions_apply_in_one_place_with_consort_counts(tmp_path):
     assert removed["excluded: sessions with more than 25% answers faster than 250 ms"] == 16
     assert removed["excluded: single answers faster than 250 ms"] == 2
     assert table.iloc[-1]["participants"] == 3 and table.iloc[-1]["answers"] == len(kept) == 3 * 16 - 2
+    assert load_rules(REPO / "analysis" / "config.example.toml") == ExclusionRules()  # the example lists the defaults
     config = tmp_path / "analysis.toml"
     config.write_text("[exclusions]\nmax_catch_failed = 2\nmin_rt_ms = 100\n")
     rules = load_rules(config, {"drop_pilots": False})
