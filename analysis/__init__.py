@@ -2,10 +2,10 @@
 
 `python analysis/report.py RESPONSES --out DIR` (or `python -m analysis.report`), where RESPONSES is
 an exported `responses.csv` or a database URL read through the `responses_long` view; both follow
-`contracts/response_row.v1.schema.json`. Options: `--config FILE.toml` ([exclusions] rules; see
-`analysis/config.example.toml`) and
-flags overriding them, `--covariate-l2`, `--sensitivity` (crossed-variance-component MixedLM),
-`--crosscheck-r` (lme4 glmer / ordinal clmm via Rscript), `--power` (participants × sources grid).
+`contracts/response_row.v1.schema.json`. Options: `--config FILE.toml` ([exclusions] rules, see
+`analysis/config.example.toml`) and flags overriding them, `--covariate-l2`, `--sensitivity`
+(crossed-variance-component MixedLM), `--crosscheck-r` (lme4 glmer / ordinal clmm via Rscript),
+`--power` (participants × sources grid).
 It needs neither torch nor flask: `pip install .[analysis]`.
 
 Modules, one idea each: `io` (reading and validating, derived outcomes), `exclusions` (rules and
