@@ -9,6 +9,7 @@ never from the client.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
@@ -68,8 +69,26 @@ class SessionRow:
     study_id: int
     state: str
     catch_failed: int
-    plan: list[list[Any]] | None
     last_seen_at: dt.datetime | None
+    plan: list[list[Any]] | None
+
+
+# A session's plan never changes once it is assigned, so each worker keeps the plans it has read
+# (a few KB each; the oldest go first) instead of decoding one with every answer.
+_plan_cache: dict[tuple[str, int], list[list[Any]]] = {}
+PLAN_CACHE_SIZE = 2000
+
+
+def session_plan(session_id: int) -> list[list[Any]] | None:
+    key = (str(db.engine.url), session_id)
+    if key not in _plan_cache:
+        plan = db.session.scalar(select(ParticipantSession.plan).where(ParticipantSession.id == session_id))
+        if plan is None:
+            return None
+        if len(_plan_cache) >= PLAN_CACHE_SIZE:
+            del _plan_cache[next(iter(_plan_cache))]
+        _plan_cache[key] = plan
+    return _plan_cache[key]
 
 
 def _epoch_ms(payload: dict[str, Any], key: str) -> dt.datetime | None:
@@ -118,11 +137,10 @@ def _validated(payload: Any, session: SessionRow, study: StudyFacts) -> dict[str
 
 # Built once: constructing statements per request costs more than executing them.
 _SESSION = select(ParticipantSession.id, ParticipantSession.study_id, ParticipantSession.state,
-                  ParticipantSession.catch_failed, ParticipantSession.plan, ParticipantSession.last_seen_at
+                  ParticipantSession.catch_failed, ParticipantSession.last_seen_at
                   ).where(ParticipantSession.public_id == bindparam("public_id"))
 _EXISTING = select(Answer.client_id).where(Answer.session_id == bindparam("sid"), Answer.trial_index == bindparam("index"))
-_TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__.c.id == bindparam("sid"),
-                                                   ParticipantSession.__table__.c.state == bindparam("read_state"))
+_TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__.c.id == bindparam("sid"))
 
 
 @cache
@@ -132,43 +150,40 @@ def _insert(dialect: str):
 
 
 def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool, str]:
-    """Validate and store one answer; the caller commits.
+    """Validate and store one answer in one write transaction; the caller commits.
 
     Returns (stored, session state afterwards); stored is False for an idempotent retry. Raises
     LookupError for an unknown session and AnswerError for anything the client must not resend.
 
-    Reading and validating happen before the write transaction, so the database's write lock
-    (SQLite has one per database) is held only for the insert and, when needed, the session
-    update, never while Python validates. Most answers change nothing else in the session (see
-    _session_changes); those that do re-check the state they read, and a session that changed in
-    between (a withdrawal in another tab) is read again. An answer that races a withdrawal by
-    milliseconds is kept: it was given before, and the withdrawal flags it like all the others.
-    Core statements only: this runs for every answer, and the ORM's unit of work would triple
-    its cost.
+    The transaction starts with the write lock (SQLite: BEGIN IMMEDIATE, see study.db), so the
+    state read here is still the state when the answer is stored. It stays short: one small
+    row is read (the plan comes from the worker's cache), validation is a few checks, and most
+    answers write one row and nothing else (see _session_changes). On PostgreSQL nothing is
+    locked: a withdrawal racing an answer by milliseconds lets that answer in (it is flagged with
+    the session's others), and a page sends one answer at a time, so a session's own answers do
+    not race each other. Core statements only: this runs for every answer, and the ORM's unit of
+    work would triple its cost.
     """
-    for _attempt in range(3):
-        found = db.session.execute(_SESSION, {"public_id": public_id}).one_or_none()
-        if found is None:
-            raise LookupError(public_id)
-        session = SessionRow(*found)
-        if session.state not in ANSWERABLE_STATES:
-            raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
-        study = study_facts(session.study_id)
-        row = _validated(payload, session, study)
-        db.session.commit()  # ends the read transaction; the write transaction starts below
-        begin_write()
-        stored = db.session.execute(_insert(db.engine.dialect.name), {**row, "received_at": now}).scalar()
-        if stored is None:
-            existing = db.session.scalar(_EXISTING, {"sid": session.id, "index": row["trial_index"]})
-            if existing != row["client_id"]:
-                raise AnswerError(409, f"trial {row['trial_index']} of this session already has a different answer")
-            return False, session.state
-        changes, state = _session_changes(session, study, row, now)
-        if not changes or db.session.execute(_TOUCH, {"sid": session.id, "read_state": session.state, **changes}).rowcount:
-            return True, state
-        db.session.rollback()
-    raise AnswerError(409, "this session changed while the answer was being saved; send it again")
-
+    begin_write()
+    found = db.session.execute(_SESSION, {"public_id": public_id}).one_or_none()
+    if found is None:
+        raise LookupError(public_id)
+    session = SessionRow(*found, plan=None)
+    if session.state not in ANSWERABLE_STATES:
+        raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
+    session = dataclasses.replace(session, plan=session_plan(session.id))
+    study = study_facts(session.study_id)
+    row = _validated(payload, session, study)
+    stored = db.session.execute(_insert(db.engine.dialect.name), {**row, "received_at": now}).scalar()
+    if stored is None:
+        existing = db.session.scalar(_EXISTING, {"sid": session.id, "index": row["trial_index"]})
+        if existing != row["client_id"]:
+            raise AnswerError(409, f"trial {row['trial_index']} of this session already has a different answer")
+        return False, session.state
+    changes, state = _session_changes(session, study, row, now)
+    if changes:
+        db.session.execute(_TOUCH, {"sid": session.id, **changes})
+    return True, state
 
 def _session_changes(session: SessionRow, study: StudyFacts, row: dict[str, Any], now: dt.datetime) -> tuple[dict[str, Any], str]:
     """What a new answer changes in its session: lease, state, failed catch trials.
