@@ -33,7 +33,7 @@ class Config:
     lr: float = 1e-3
     adam_eps: float = 1e-8
     gradreg_lambda: float = 1e2  # `gradreg`: λ on ½‖∇ₓ mean CE‖²
-    uniform_lambda: float = 1e2  # `gradreg-uniform`: λ on ½‖∇ₓ mean Σₖ log pₖ‖²
+    uniform_lambda: float = 1.0  # `gradreg-uniform`: λ on ½‖∇ₓ mean Σₖ log pₖ‖²
     temperature: float = 50.0  # `distilled`: teacher and student train at T, the student is used at T = 1
     # `distilled` trains teacher and student with this learning rate. At T = 50 the logits must grow ~50×
     # to become confident; the demo's 564 steps at lr 1e-3 leave them small (median top-2 gap 31 at T = 1,
