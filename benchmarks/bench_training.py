@@ -6,6 +6,7 @@ of them alike. The zoo is trained from scratch (no checkpoint cache) with the de
 """
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -77,6 +78,7 @@ def run(tier: str) -> None:
             target = "≤ 3.0× (stretch ≤ 2.5×)" if regime == "gradreg" and (arch, threads, cl) == ("demo", 2, False) else "—"
             entries.append(Entry(f"{regime} step time, {label}", f"{1000 * t[regime]:.1f} ms", f"normal step {1000 * t['normal']:.1f} ms",
                                  f"{t[regime] / t['normal']:.2f}×", target))
+    load_before = os.getloadavg()[0]
     zoo = zoo_times(threads=2)
     for condition, (wall, cpu) in zoo.items():
         entries.append(Entry(f"train {condition} (demo preset, 2 threads)", f"{wall:.1f} s wall, {cpu:.1f} s CPU"))
@@ -92,6 +94,7 @@ def run(tier: str) -> None:
         "(research/attacks.md §3.1), so neither is used. "
         "The penalty's first backward asks autograd for ∇ₓ only (no weight gradients), and the adversarial regime "
         "runs clean and adversarial halves in one forward. Wall times are sensitive to other load on the machine; "
-        "CPU time is the process's own.")
+        f"CPU time is the process's own. 1-minute load average when the zoo run started: {load_before:.1f}, "
+        f"after: {os.getloadavg()[0]:.1f} (the machine has 2 cores).")
     write_section("Training speed (engine)", entries, command=f"python -m benchmarks --only training --tier {tier}",
                   notes="\n".join(notes))
