@@ -7,6 +7,7 @@ User mistakes (a bad config, a broken stimulus set, a duplicate study id) end wi
 from __future__ import annotations
 
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -135,6 +136,10 @@ def simulate_command(url: str, slug: str | None, participants: int, concurrency:
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise click.BadParameter("give the server's base URL, e.g. http://127.0.0.1:8000 (plain HTTP)", param_hint="--url")
+    try:  # fail fast with a readable message instead of every bot retrying for half a minute
+        urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=5).close()
+    except OSError as exc:
+        raise click.ClickException(f"no study server answers at {url} ({getattr(exc, 'reason', exc)})") from None
     slug = _default_study(slug)
     model = AnswerModel(_per_condition("--accuracy", accuracy, 0, 1), _per_condition("--rating", rating, -100, 100),
                         participant_sd, image_sd, careless, dropout)
