@@ -7,6 +7,7 @@ import pytest
 
 import contracts
 from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)
+from test_browser import serious_violations
 
 pytestmark = pytest.mark.browser
 PASSWORD = "correct horse battery"
@@ -25,7 +26,7 @@ def test_login_watch_bots_and_export(page, stimset, tmp_path):
 
         page.goto(f"{base}/admin/study/test-study/export/responses.csv?include=bots")
         assert page.locator("h1").inner_text() == "Researcher login"  # anonymous: the login page, no data
-        assert "study_id" not in page.content()
+        assert "study_id" not in page.content() and serious_violations(page) == []
 
         page.fill("#username", "ada")
         page.fill("#password", "wrong password!")
@@ -43,7 +44,9 @@ def test_login_watch_bots_and_export(page, stimset, tmp_path):
             results = simulate(base, "test-study", BOTS, session_mark("test-study", "bot"), concurrency=3)
         assert [r.outcome for r in results] == ["completed"] * BOTS
         page.reload()
+        page.uncheck("#auto-refresh")  # no reload of its own in the middle of the download below
         assert page.locator('[data-state="completed"]').inner_text() == str(BOTS)
+        assert serious_violations(page) == []
         assert int(page.locator("#per-condition tbody tr td:nth-child(3)").first.inner_text()) > 0
 
         with page.expect_download() as download:
