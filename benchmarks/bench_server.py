@@ -151,23 +151,39 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --- participants -------------------------------------------------------------------------------
 
-def real_plans(base: str) -> list[list[tuple[str, bytes]]]:
-    """128 fresh participants through consent and instructions (untimed); their answers to post."""
+def answers_of(base: str, seed: int, client: Any = None) -> list[tuple[str, bytes]]:
+    """A fresh participant through consent and instructions (untimed); the answers it will post."""
     from study.driver import Participant
 
-    def prepare(k: int) -> list[tuple[str, bytes]]:
-        bot = Participant(base, "bench", {"participant": uuid.uuid4().hex}, seed=k)
-        bot.start()
-        bot.close()
-        rng = bot.rng
-        return [(bot.data["answers_url"], json.dumps({
-            "client_id": uuid.uuid4().hex, "trial_index": t["i"], "stimulus": t["stimulus"],
-            "response": rng.randrange(10) if t["task"] == "label" else rng.randint(1, 5),
-            "rt_ms": 700.0, "presented_at": time.time() * 1000, "responded_at": time.time() * 1000 + 700}).encode())
-            for t in bot.data["trials"]]
+    bot = Participant(base, "bench", {"participant": uuid.uuid4().hex}, seed=seed, client=client)
+    bot.start()
+    bot.close()
+    rng = bot.rng
+    return [(bot.data["answers_url"], json.dumps({
+        "client_id": uuid.uuid4().hex, "trial_index": t["i"], "stimulus": t["stimulus"],
+        "response": rng.randrange(10) if t["task"] == "label" else rng.randint(1, 5),
+        "rt_ms": 700.0, "presented_at": time.time() * 1000, "responded_at": time.time() * 1000 + 700}).encode())
+        for t in bot.data["trials"]]
 
+
+def real_plans(base: str) -> list[list[tuple[str, bytes]]]:
     with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(prepare, range(CLIENTS)))
+        return list(pool.map(lambda k: answers_of(base, k), range(CLIENTS)))
+
+
+def cpu_per_answer(database_url: str, participants: int = 4) -> dict[str, float]:
+    """Server CPU time per answer (µs), in this process through Flask's test client: no HTTP,
+    no concurrency, so other jobs on the machine barely move it."""
+    os.environ["STUDY_DATABASE_URL"] = database_url
+    client = bench_app().test_client()
+    real = [a for k in range(participants) for a in answers_of("http://in-process", k, client)]
+    cost = {}
+    for name, plan in (("bare", bare_plans([real])[0]), ("real", real)):
+        start = time.process_time()
+        for path, body in plan:
+            assert client.post(path, data=body, content_type="application/json").status_code == 201
+        cost[name] = (time.process_time() - start) / len(plan) * 1e6
+    return cost
 
 
 def bare_plans(real: list[list[tuple[str, bytes]]]) -> list[list[tuple[str, bytes]]]:
@@ -247,8 +263,8 @@ def served(database_url: str, workdir: Path) -> Iterator[str]:
             proc.wait()
 
 
-def measure(database_url: str, rounds: int) -> dict[str, dict[str, Any]]:
-    """Alternate bare and real runs on one server; pool each endpoint's rounds."""
+def measure(database_url: str, rounds: int) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Alternate bare and real runs on one server; pool each endpoint's rounds. Then CPU per answer."""
     results: dict[str, list[dict[str, Any]]] = {"bare": [], "real": []}
     with tempfile.TemporaryDirectory() as tmp, served(database_url, Path(tmp)) as base:
         for round_ in range(rounds):
@@ -259,7 +275,9 @@ def measure(database_url: str, rounds: int) -> dict[str, dict[str, Any]]:
                 print(f"   {name:4} round {round_ + 1}: {one['rate']:7.0f} answers/s  p50 {one['p50']:6.1f} ms  "
                       f"p99 {one['p99']:6.1f} ms  errors {one['errors']} {one['examples'][:2]}  "
                       f"reconnects {one['reconnects']}", flush=True)
-    return {name: summarise(rounds_) for name, rounds_ in results.items()}
+    cpu = cpu_per_answer(database_url)
+    print(f"   CPU per answer: real {cpu['real']:.0f} µs, bare {cpu['bare']:.0f} µs", flush=True)
+    return {name: summarise(rounds_) for name, rounds_ in results.items()}, cpu
 
 
 def run(tier: str) -> None:
@@ -273,7 +291,7 @@ def run(tier: str) -> None:
         for label, url, server in databases:
             with server as pg_url:
                 print(f"== {label}", flush=True)
-                pooled = measure(url or pg_url, rounds)
+                pooled, cpu = measure(url or pg_url, rounds)
             real, bare = pooled["real"], pooled["bare"]
             ratio = real["rate"] / bare["rate"]
             is_sqlite = label.startswith("SQLite")
@@ -286,15 +304,18 @@ def run(tier: str) -> None:
                       "p99 ≤ 250 ms" if is_sqlite else "report"),
                 Entry(f"{label}: failed answer posts", f"{real['errors']} of {real['n']}",
                       f"bare {bare['errors']} of {bare['n']}", "—", "0"),
+                Entry(f"{label}: server CPU per answer (in-process, sequential)", f"{cpu['real']:.0f} µs",
+                      f"bare {cpu['bare']:.0f} µs", f"{cpu['bare'] / cpu['real']:.2f}× (bare / real)",
+                      "≥ 0.65× (throughput bound)" if is_sqlite else "report"),
             ]
     notes.append(f"gunicorn {' '.join(GUNICORN)}; load generator: one separate process, asyncio, {CLIENTS} keep-alive "
                  f"clients, closed loop (each posts its next answer when the last is acknowledged), {SOURCES * 2} answers "
                  f"per participant, {rounds} alternating rounds per endpoint pooled (answers over total time, percentiles "
                  f"over all answers); server and load generator share the same {os.cpu_count()} cores. Load average "
                  f"(1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}: other jobs on the machine take "
-                 "CPU from both endpoints alike, so compare the ratio rather than the absolute rates. The real endpoint checks the session token's signature, reads the session and validates the answer "
-                 "against its plan outside the write lock, then inserts with ON CONFLICT DO NOTHING in a BEGIN IMMEDIATE "
-                 "transaction (SQLite), updating the session only when its state or lease must move; the bare endpoint "
-                 "parses the JSON and inserts one row.")
+                 "CPU from both endpoints alike, so compare the ratio rather than the absolute rates. The real endpoint checks the session token's signature, then in one BEGIN IMMEDIATE "
+                 "transaction (SQLite) reads the session's state, validates the answer against its plan (cached per "
+                 "worker) and inserts with ON CONFLICT DO NOTHING, updating the session only when its state or lease "
+                 "must move; the bare endpoint parses the JSON and inserts one row.")
     write_section("Study server: answers under load", entries, command=f"python -m benchmarks --only server --tier {tier}",
                   notes="\n".join(notes))
