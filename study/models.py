@@ -68,9 +68,6 @@ class Study(db.Model):
     opened_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
-    stimuli: Mapped[list[Stimulus]] = relationship(back_populates="study", order_by="Stimulus.id")
-    lists: Mapped[list[AssignmentList]] = relationship(back_populates="study", order_by="AssignmentList.position")
-
 
 class Stimulus(db.Model):
     __table_args__ = (UniqueConstraint("study_id", "key"),)
@@ -96,7 +93,7 @@ class Stimulus(db.Model):
     norm_linf: Mapped[float] = mapped_column(Float)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON)  # the whole manifest entry
 
-    study: Mapped[Study] = relationship(back_populates="stimuli")
+    study: Mapped[Study] = relationship()
 
     @property
     def rated_digit(self) -> int:
@@ -116,7 +113,7 @@ class AssignmentList(db.Model):
     name: Mapped[str] = mapped_column(String(32))
     stimulus_ids: Mapped[list[int]] = mapped_column(JSON)
 
-    study: Mapped[Study] = relationship(back_populates="lists")
+    study: Mapped[Study] = relationship()
 
 
 class ParticipantSession(db.Model):
