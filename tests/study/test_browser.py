@@ -8,7 +8,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from conftest import REPO
-from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)
+from study.config import parse_config
+from study.db import db
+from studyhelp import BASE_CONFIG, app_with_study, stimset, study_server, write_config  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
@@ -30,9 +32,9 @@ def session_rows(engine, page) -> list[dict]:
             "SELECT * FROM responses_long WHERE session_id = :s ORDER BY trial_index"), {"s": session})]
 
 
-def begin(page, base: str, pid: str) -> None:
+def begin(page, base: str, pid: str, study: str = "test-study") -> None:
     """Entry, consent and instructions by keyboard only (Enter on the focused button)."""
-    page.goto(f"{base}/study/test-study?PROLIFIC_PID={pid}&STUDY_ID=s&SESSION_ID=x")
+    page.goto(f"{base}/study/{study}?PROLIFIC_PID={pid}&STUDY_ID=s&SESSION_ID=x")
     assert page.locator("h1").inner_text() == "Consent to take part"
     page.keyboard.press("Enter")  # "I agree" has the focus
     page.wait_for_selector("text=Instructions")
@@ -101,6 +103,21 @@ def test_a_network_drop_loses_no_answer(server, page):
     page.context.set_offline(False)
     finish(page, 8)
     assert [r["trial_index"] for r in session_rows(engine, page)] == list(range(n))
+
+
+def test_a_break_waits_until_the_participant_continues(server, page, stimset):
+    base, engine = server
+    config = parse_config({**BASE_CONFIG, "id": "break-study", "break_every": 2, "target_participants": 100})
+    with app_with_study(str(engine.url), config, stimset).app_context():
+        db.engine.dispose()
+    begin(page, base, "pause-1", study="break-study")
+    first_after_break = (2 + 2) * 2  # after 2 practice and 2 main images, two questions each
+    for index in range(first_after_break):
+        answer_by_key(page, index)
+    page.wait_for_selector("#pause:not([hidden])")
+    assert page.evaluate("document.activeElement.id") == "resume"
+    page.keyboard.press("Enter")
+    finish(page, first_after_break)
 
 
 def test_a_phone_completes_by_touch_without_sideways_scrolling(server, browser):
