@@ -10,6 +10,7 @@ forward+backward passes: the "unit" is one forward+backward with the input gradi
 """
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -144,7 +145,8 @@ def run(tier: str) -> None:
                          f"{seconds:.1f} s (+ {train_seconds:.0f} s recorded training of the {len(models)} models when not cached)",
                          target="≤ 240 s with training"))
     write_section("Attacks and stimulus generation", entries, notes=(
-        f"Model: the zoo's `normal` demo model ({meta['id']}). Ratios are medians of per-round ratios of interleaved runs "
+        f"Model: the zoo's `normal` demo model ({meta['id']}); {torch.get_num_threads()} threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP spins while waiting)')}. Ratios are medians of per-round ratios of interleaved runs "
         "in one process with torch's default threads; outputs were checked identical first (PGD with the same seeded random "
         "start). JSMA's floor is the time of one forward + two vector-Jacobian products per image-iteration: our JSMA needs "
         "exactly that (∇Z_t and ∇ΣZ instead of one backward per class) plus an n·m pair search over two Pareto layers "

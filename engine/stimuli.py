@@ -326,7 +326,7 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
                     **{k: meta[k] for k in ("seed", "dataset_sha256", "git_commit") if k in meta}} for _, meta in used.values()],
         "stimuli": stimuli,
     }
-    headers = [f"{int(split.y[sources[which[k]]])}→{int(targets[k])}" for k in range(len(x8))]
+    headers = [f"{int(split.y[sources[which[k]]])}>{int(targets[k])}" for k in range(len(x8))]  # the bitmap font has no arrow
     rows = ({"clean": x8} if design.clean_controls else {}) | {c: adv8[i] for i, c in enumerate(used)}
     return manifest, files, contact_sheet(rows, headers)
 
