@@ -53,11 +53,12 @@ def once(marker: str, title: str, cmd: list[str], env: dict[str, str]) -> bool:
     return True
 
 
-def secret_key() -> str:
-    """One key per demo folder, so participant links and bot signatures survive a restart."""
-    path = OUT / "secret_key"
+def kept_secret(name: str) -> str:
+    """One random secret per demo folder (the app's key, the dashboard password), kept across runs."""
+    path = OUT / name
     if not path.exists():
-        path.write_text(secrets.token_hex(32))
+        path.write_text(secrets.token_hex(16 if name == "admin_password" else 32))
+        path.chmod(0o600)
     return path.read_text().strip()
 
 
@@ -93,7 +94,8 @@ def main() -> int:
     started = time.monotonic()
     OUT.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{PORT}"
-    env = {**os.environ, "STUDY_DATABASE_URL": f"sqlite:///{OUT / 'study.sqlite'}", "STUDY_SECRET_KEY": secret_key()}
+    env = {**os.environ, "STUDY_DATABASE_URL": f"sqlite:///{OUT / 'study.sqlite'}", "STUDY_SECRET_KEY": kept_secret("secret_key"),
+           "STUDY_ADMIN_PASSWORD": kept_secret("admin_password")}
     flask = [str(BIN / "flask"), "--app", "study"]
     stimuli, export, report = OUT / "stimuli", OUT / "export", OUT / "report"
 
@@ -101,6 +103,7 @@ def main() -> int:
          [str(BIN / "engine"), "generate-stimuli", "--out", str(stimuli), "--force", *GENERATE_ARGS], env)
     stage("Study: database", [*flask, "init-db"], env)
     once("study", "Study: create and open the study", [*flask, "create-study", str(STUDY_CONFIG), "--stimuli", str(stimuli)], env)
+    once("admin", "Study: a dashboard login (user 'demo')", [*flask, "create-admin", "demo"], env)
 
     server = start_server(env)
     try:
@@ -114,7 +117,7 @@ def main() -> int:
                   "--config", str(OUT / "analysis.toml")], env)
         print(f"\nReady after {time.monotonic() - started:.1f} s.")
         print(f"  participant URL: {base}/study/{study_id()}")
-        print(f"  dashboard URL:   {base}/dashboard  (create a login with: flask --app study create-admin)")
+        print(f"  dashboard URL:   {base}/admin/  (user demo, password in {OUT / 'admin_password'})")
         print(f"  stimulus set:    {stimuli} (contact sheet: {stimuli / 'contact_sheet.png'})")
         if (report / "report.html").exists():
             print(f"  report:          {report / 'report.html'}")
