@@ -4,6 +4,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# torch's OpenMP threads spin while idle and starve what runs beside them (gunicorn, Chromium,
+# other tests); passive waiting made the engine tests ~10x faster on a loaded 2-core machine.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test system-deps bench lock clean
 
