@@ -1,14 +1,25 @@
 """gunicorn settings for a deployed study: `gunicorn -c deploy/gunicorn.conf.py 'study:create_app()'`.
 
 Set STUDY_DATABASE_URL (PostgreSQL for more than one machine) and STUDY_SECRET_KEY in the environment.
+
+Threads per worker depend on the database (benchmarks/RESULTS.md, "Study server"): SQLite lets one
+writer in at a time, and a second thread in the same process only holds the GIL while the writer
+waits for it, so each worker serves one request at a time (the gthread worker still keeps every
+participant's connection alive); PostgreSQL answers over the network, and threads overlap those
+round trips.
 """
 import multiprocessing
 import os
 
+_sqlite = os.environ.get("STUDY_DATABASE_URL", "sqlite").startswith("sqlite")
+
 bind = os.environ.get("STUDY_BIND", "127.0.0.1:8000")
+worker_class = "gthread"
 workers = int(os.environ.get("STUDY_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-threads = int(os.environ.get("STUDY_THREADS", 2))
+threads = int(os.environ.get("STUDY_THREADS", 1 if _sqlite else 4))
+backlog = 2048
 timeout = 30
 graceful_timeout = 20
-accesslog = "-"
+# nginx in front logs every request already (its default access log); STUDY_ACCESS_LOG=- logs here too.
+accesslog = os.environ.get("STUDY_ACCESS_LOG") or None
 forwarded_allow_ips = os.environ.get("STUDY_FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -6,20 +6,28 @@ answer may arrive several times. Storage is one `INSERT … ON CONFLICT DO NOTHI
 second row; a different answer for a slot already filled is refused. Everything the analysis
 needs about the trial (stimulus, task, block, catch flag) comes from the session's stored plan,
 never from the client.
+
+Two paths store an answer. The full one (`_record_in_transaction`) reads the session in a write
+transaction and moves its state, lease and failed-catch count with the answer. Most answers
+change nothing but their own row, and for a session this worker has just seen in task the fast
+one (`_insert_if_in_task`) stores them with a single statement that inserts only while the
+session is still in task: on SQLite it runs in autocommit, so the write lock is held for the
+statement alone, never across Python code waiting for the GIL. Anything the fast path cannot
+settle (a duplicate, a session that moved on) goes through the full path, which gives the
+precise answer.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from study.db import begin_write, db
+from study.db import begin_write, db, single_statement
 from study.models import Answer, ParticipantSession, Stimulus, Study, transition
 
 ANSWERABLE_STATES = ("instructed", "in_task", "timed_out")
@@ -70,7 +78,6 @@ class SessionRow:
     state: str
     catch_failed: int
     last_seen_at: dt.datetime | None
-    plan: list[list[Any]] | None
 
 
 # A session's plan never changes once it is assigned, so each worker keeps the plans it has read
@@ -104,7 +111,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _validated(payload: Any, session: SessionRow, study: StudyFacts) -> dict[str, Any]:
+def _validated(payload: Any, session_id: int, plan: list[list[Any]], study: StudyFacts) -> dict[str, Any]:
     """Check the payload against the session's plan; returns the answer row's values."""
     if not isinstance(payload, dict):
         raise AnswerError(400, "the answer must be a JSON object")
@@ -115,9 +122,9 @@ def _validated(payload: Any, session: SessionRow, study: StudyFacts) -> dict[str
     client_id, index, response, rt = payload["client_id"], payload["trial_index"], payload["response"], payload["rt_ms"]
     if not isinstance(client_id, str) or not 8 <= len(client_id) <= 64:
         raise AnswerError(422, "client_id must be a string of 8 to 64 characters")
-    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(session.plan):
-        raise AnswerError(422, f"trial_index must be a whole number from 0 to {len(session.plan) - 1} for this session")
-    stimulus_pk, task, block, is_catch = session.plan[index]
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(plan):
+        raise AnswerError(422, f"trial_index must be a whole number from 0 to {len(plan) - 1} for this session")
+    stimulus_pk, task, block, is_catch = plan[index]
     if payload["stimulus"] != study.stimuli[stimulus_pk][0]:
         raise AnswerError(422, f"stimulus {str(payload['stimulus'])[:40]!r} is not the image of trial {index} of this session")
     if not _is_number(rt) or not 0 <= rt <= MAX_RT_MS:
@@ -128,7 +135,7 @@ def _validated(payload: Any, session: SessionRow, study: StudyFacts) -> dict[str
                                and study.rating_min <= response <= study.rating_max):
         raise AnswerError(422, f"a rating must be a whole number from {study.rating_min} to {study.rating_max}")
     return dict(
-        session_id=session.id, trial_index=index, client_id=client_id, stimulus_id=stimulus_pk, task=task, block=block,
+        session_id=session_id, trial_index=index, client_id=client_id, stimulus_id=stimulus_pk, task=task, block=block,
         is_practice=block == "practice", is_catch=bool(is_catch),
         response_label=response if task == "label" else None, response_rating=response if task == "rate" else None,
         rt_ms=float(rt), presented_at=_epoch_ms(payload, "presented_at"), responded_at=_epoch_ms(payload, "responded_at"),
@@ -149,41 +156,106 @@ def _insert(dialect: str):
             .on_conflict_do_nothing(index_elements=["session_id", "trial_index"]).returning(Answer.__table__.c.id))
 
 
+@cache
+def _insert_while_in_task(dialect: str):
+    """INSERT … SELECT the answer FROM its session WHERE the session is in task: no row otherwise."""
+    columns = [c for c in Answer.__table__.c if c.name != "id"]
+    sessions = ParticipantSession.__table__
+    values = select(*(bindparam(c.name, type_=c.type) for c in columns)).where(
+        sessions.c.id == bindparam("session_id"), sessions.c.state == literal("in_task"))
+    return ((postgresql.insert if dialect == "postgresql" else sqlite.insert)(Answer.__table__)
+            .from_select([c.name for c in columns], values)
+            .on_conflict_do_nothing(index_elements=["session_id", "trial_index"]).returning(Answer.__table__.c.id))
+
+
+@dataclass(frozen=True)
+class InTask:
+    """A session this worker saw in task, and until when its lease needs no move."""
+    session_id: int
+    study_id: int
+    touch_due: dt.datetime
+
+
+# Keyed by (database, public id); bounded like the plan cache. Each worker keeps its own, so a
+# session's lease is moved by whichever worker finds it due: at most once per step per worker.
+_in_task: dict[tuple[str, str], InTask] = {}
+
+
+def _remember_in_task(key: tuple[str, str], seen: InTask) -> None:
+    if len(_in_task) >= PLAN_CACHE_SIZE:
+        del _in_task[next(iter(_in_task))]
+    _in_task[key] = seen
+
+
 def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool, str]:
-    """Validate and store one answer in one write transaction; the caller commits.
+    """Validate and store one answer, committed before this returns.
 
     Returns (stored, session state afterwards); stored is False for an idempotent retry. Raises
     LookupError for an unknown session and AnswerError for anything the client must not resend.
+    """
+    key = (str(db.engine.url), public_id)
+    seen = _in_task.get(key)
+    if seen is not None and now < seen.touch_due:
+        study = study_facts(seen.study_id)
+        row = _validated(payload, seen.session_id, session_plan(seen.session_id), study)
+        if not _fails_catch(row, study) and _insert_if_in_task(row, now):
+            return True, "in_task"
+        del _in_task[key]
+    stored, state, last_seen_at, session = _record_in_transaction(public_id, payload, now)
+    db.session.commit()
+    if state == "in_task":
+        study = study_facts(session.study_id)
+        _remember_in_task(key, InTask(session.id, session.study_id, last_seen_at + _touch_step(study)))
+    return stored, state
+
+
+def _insert_if_in_task(row: dict[str, Any], now: dt.datetime) -> bool:
+    """The fast path: one statement on a connection of its own; False when no row was stored."""
+    with db.engine.connect() as conn:
+        stored = single_statement(conn).execute(
+            _insert_while_in_task(db.engine.dialect.name), {**row, "received_at": now}).scalar()
+        conn.commit()
+    return stored is not None
+
+
+def _record_in_transaction(public_id: str, payload: Any, now: dt.datetime
+                           ) -> tuple[bool, str, dt.datetime, SessionRow]:
+    """The full path, in one write transaction: returns (stored, state, last seen, session).
 
     The transaction starts with the write lock (SQLite: BEGIN IMMEDIATE, see study.db), so the
-    state read here is still the state when the answer is stored. It stays short: one small
-    row is read (the plan comes from the worker's cache), validation is a few checks, and most
-    answers write one row and nothing else (see _session_changes). On PostgreSQL nothing is
+    state read here is still the state when the answer is stored. On PostgreSQL nothing is
     locked: a withdrawal racing an answer by milliseconds lets that answer in (it is flagged with
     the session's others), and a page sends one answer at a time, so a session's own answers do
-    not race each other. Core statements only: this runs for every answer, and the ORM's unit of
-    work would triple its cost.
+    not race each other. Core statements only: the ORM's unit of work would triple the cost.
     """
     begin_write()
     found = db.session.execute(_SESSION, {"public_id": public_id}).one_or_none()
     if found is None:
         raise LookupError(public_id)
-    session = SessionRow(*found, plan=None)
+    session = SessionRow(*found)
     if session.state not in ANSWERABLE_STATES:
         raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
-    session = dataclasses.replace(session, plan=session_plan(session.id))
     study = study_facts(session.study_id)
-    row = _validated(payload, session, study)
+    row = _validated(payload, session.id, session_plan(session.id), study)
     stored = db.session.execute(_insert(db.engine.dialect.name), {**row, "received_at": now}).scalar()
     if stored is None:
         existing = db.session.scalar(_EXISTING, {"sid": session.id, "index": row["trial_index"]})
         if existing != row["client_id"]:
             raise AnswerError(409, f"trial {row['trial_index']} of this session already has a different answer")
-        return False, session.state
+        return False, session.state, session.last_seen_at or now, session
     changes, state = _session_changes(session, study, row, now)
     if changes:
         db.session.execute(_TOUCH, {"sid": session.id, **changes})
-    return True, state
+    return True, state, changes.get("last_seen_at", session.last_seen_at), session
+
+
+def _touch_step(study: StudyFacts) -> dt.timedelta:
+    return min(study.lease / 10, TOUCH_EVERY)
+
+
+def _fails_catch(row: dict[str, Any], study: StudyFacts) -> bool:
+    return row["is_catch"] and row["task"] == "label" and row["response_label"] != study.stimuli[row["stimulus_id"]][1]
+
 
 def _session_changes(session: SessionRow, study: StudyFacts, row: dict[str, Any], now: dt.datetime) -> tuple[dict[str, Any], str]:
     """What a new answer changes in its session: lease, state, failed catch trials.
@@ -193,13 +265,13 @@ def _session_changes(session: SessionRow, study: StudyFacts, row: dict[str, Any]
     minutes long, and its end is known to within that step.
     """
     changes: dict[str, Any] = {}
-    if session.last_seen_at is None or now - session.last_seen_at >= min(study.lease / 10, TOUCH_EVERY):
+    if session.last_seen_at is None or now - session.last_seen_at >= _touch_step(study):
         changes |= {"last_seen_at": now, "lease_expires_at": now + study.lease}
     state = session.state
     if row["block"] == "main" and state != "in_task":
         changes |= transition(state, "in_task", now)
         state = "in_task"
-    if row["is_catch"] and row["task"] == "label" and row["response_label"] != study.stimuli[row["stimulus_id"]][1]:
+    if _fails_catch(row, study):
         changes["catch_failed"] = session.catch_failed + 1
         if study.screen_out_after and changes["catch_failed"] >= study.screen_out_after:
             changes |= transition(state, "screened_out", now)

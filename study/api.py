@@ -52,7 +52,6 @@ def answers(token: str):
         state = db.session.scalar(select(ParticipantSession.state).where(ParticipantSession.public_id == public_id))
         ended = {"next": page_url(public_id, state)} if state not in ANSWERABLE_STATES else {}
         return jsonify(error=str(exc), **ended), exc.status
-    db.session.commit()
     body = {"ok": True, "trial_index": payload["trial_index"], "duplicate": not created}
     if state not in ANSWERABLE_STATES:  # e.g. screened out by this answer
         body["next"] = page_url(public_id, state)

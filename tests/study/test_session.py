@@ -186,3 +186,27 @@ def test_catch_failures_screen_out_when_configured(make_app):
     reply = bot.answer(catch, (true + 1) % 10)
     assert reply.status == 201 and reply.json()["next"].endswith("/end")
     assert "CODE-OUT" in bot.get(reply.json()["next"]).text
+
+
+def test_answers_on_the_fast_path_still_see_retries_conflicts_and_withdrawal(make_app):
+    """After its first main answer a session is known to be in task, and its answers are stored
+    by one conditional statement; that path must settle everything the full one does."""
+    from study import answers
+
+    app = make_app()
+    bot = participant(app, participant="fast")
+    bot.start()
+    main = [t["i"] for t in bot.data["trials"] if t["block"] == "main" and t["task"] == "label"]
+    for index in range(main[1] + 1):
+        assert bot.answer(index).status == 201
+    with app.app_context():
+        assert any(database == str(db.engine.url) for database, _public in answers._in_task)
+
+    replay = bot.answer(main[1])  # same client id: acknowledged again, stored once
+    assert replay.status == 200 and replay.json()["duplicate"] is True
+    conflict = post_answer(bot, good(bot, main[1]))  # another client id for a filled slot
+    assert conflict.status == 409 and "already has a different answer" in conflict.json()["error"]
+    bot.withdraw()
+    refused = bot.answer(main[1] + 1)
+    assert refused.status == 409 and "withdrawn" in refused.json()["error"]
+    assert answer_count(app) == main[1] + 1
