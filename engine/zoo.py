@@ -1,7 +1,7 @@
 """The model zoo: train a condition's model under a preset, or reuse the checkpoint that matches.
 
-A checkpoint is reused when condition, hyperparameters, data set (by sha256) and seed all match:
-they are hashed into its file name `runs/models/<id>-<key>.pt`; loading verifies its sha256.
+A checkpoint is reused when condition, hyperparameters, data set (by sha256), seed and the
+models' layout revision all match: they are hashed into its file name `runs/models/<id>-<key>.pt`; loading verifies its sha256.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch import nn
 from engine import checkpoints
 from engine.config import CONDITIONS, Config, add_config_args, check_condition, config_from_args, make_config
 from engine.data import Dataset, load_dataset
+from engine.models import MODEL_REVISION
 from engine.training import accuracy, resolve_device, train
 
 CACHE_DIR = Path("runs/models")
@@ -33,7 +34,7 @@ def hyperparameters(cfg: Config, condition: str) -> dict:
 
 
 def cache_key(condition: str, cfg: Config, dataset_sha256: str, seed: int) -> str:
-    payload = json.dumps([condition, hyperparameters(cfg, condition), dataset_sha256, seed], sort_keys=True)
+    payload = json.dumps([condition, hyperparameters(cfg, condition), dataset_sha256, seed, MODEL_REVISION], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -16,13 +16,31 @@ def test_shapes_bn_and_init(name):
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            assert not m.weight.requires_grad and torch.all(m.weight == 1)  # no learned scale
+            assert m.weight is None  # no learned scale
             assert m.bias.requires_grad  # learned shift
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             fan_out, fan_in = m.weight.shape[0] * m.weight[0, 0].numel(), m.weight[0].numel()
             assert m.weight.abs().max() <= math.sqrt(6 / (fan_in + fan_out))  # Glorot-uniform bound
     linears = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert [m.bias is not None for m in linears] == [False, False, False, True]  # no bias before BN
+
+
+def test_pooling_before_relu_is_the_same_function_and_gradient():
+    """The models pool before their ReLU (cheaper double backward); the paper's order gives the same
+    outputs and input gradients."""
+    torch.manual_seed(0)
+    model = build_model("demo").train()
+    paper_order = nn.Sequential(*[model[i] for i in (0, 1, 3, 2, 4, 5, 7, 6, *range(8, len(model)))]).train()
+    x = torch.rand(4, 1, 28, 28, requires_grad=True)
+    torch.manual_seed(1)
+    ours = model(x)
+    (g_ours,) = torch.autograd.grad(ours.logsumexp(1).sum(), x)
+    torch.manual_seed(1)  # the same dropout mask
+    theirs = paper_order(x)
+    (g_theirs,) = torch.autograd.grad(theirs.logsumexp(1).sum(), x)
+    assert isinstance(model[2], nn.MaxPool2d) and isinstance(model[3], nn.ReLU)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(g_ours, g_theirs)
 
 
 def test_paper_architecture_matches_the_reference_size():
