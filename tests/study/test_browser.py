@@ -88,6 +88,25 @@ def test_a_refresh_resumes_at_the_first_unanswered_trial(server, page):
     assert [r["trial_index"] for r in session_rows(engine, page)] == list(range(n))
 
 
+def test_a_plain_link_offers_to_continue_its_session_after_the_tab_is_closed(server, page):
+    """No participant id to match on: the browser remembers the session, and the entry page offers it."""
+    base, _engine = server
+    page.goto(f"{base}/study/test-study")
+    assert page.locator("#resume").is_hidden()  # nothing started in this browser yet
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Instructions")
+    page.keyboard.press("Enter")
+    for index in range(3):
+        answer_by_key(page, index)
+    wait_ready(page, 3)
+    token = page.url.split("/s/")[1].split("/")[0]
+    tab = page.context.new_page()
+    page.close()  # the tab is gone; the browser's storage is not
+    tab.goto(f"{base}/study/test-study")
+    tab.locator("#resume a").click()
+    assert wait_ready(tab, 3) and tab.url.split("/s/")[1].split("/")[0] == token
+
+
 def test_a_network_drop_loses_no_answer(server, page):
     base, engine = server
     begin(page, base, "offline-1")
