@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 import contracts
 from engine import __version__, attacks, checkpoints, zoo
-from engine.config import CONDITIONS, ConfigError
+from engine.config import CONDITIONS, ConfigError, make_config
 from engine.data import Dataset, load_dataset
 
 DESIGN_FILE = Path(__file__).with_name("stimulus_design.toml")
@@ -386,9 +386,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.models:
         loaded, metas = checkpoints.load_many(args.models, dataset)
         models = {meta["condition"]: (loaded[meta["condition"]], meta) for meta in metas}
-    for condition in design.conditions:
-        if condition not in models:
-            models[condition] = zoo.train_or_load(condition, args.preset, args.seed, args.cache_dir, dataset, progress=not args.quiet)
+    wanted = [c for c in design.conditions if c not in models]
+    models |= zoo.load_zoo(wanted, make_config(args.preset), args.preset, args.seed, args.cache_dir, dataset,
+                           progress=not args.quiet, jobs=args.jobs)
     for condition, (_, meta) in models.items():
         if meta.get("dataset_sha256") != dataset.sha256:
             raise ConfigError(f"the {condition} model was trained on another data set than {dataset.name}")
@@ -487,6 +487,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=Path("runs/models"), help="where trained models are cached (default runs/models)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    zoo.add_jobs_arg(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("verify", help="re-hash a stimulus set and re-run its models on it",

@@ -1,7 +1,12 @@
 """The model zoo: train a condition's model under a preset, or reuse the checkpoint that matches.
 
 A checkpoint is reused when condition, hyperparameters, data set (by sha256), seed and the
-models' layout revision all match: they are hashed into its file name `runs/models/<id>-<key>.pt`; loading verifies its sha256.
+models' layout revision all match: they are hashed into its file name `runs/models/<id>-<key>.pt`;
+loading verifies its sha256.
+
+`load_zoo` trains the missing models of a set side by side, one process per CPU core with one
+torch thread each: these small networks gain little from a second intra-op thread (a normal step
+runs 1.4× faster on two, not 2×), while two processes train two models in the time of one.
 """
 from __future__ import annotations
 
@@ -9,9 +14,14 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from engine import checkpoints
 from engine.config import CONDITIONS, Config, add_config_args, check_condition, config_from_args, make_config
@@ -38,13 +48,17 @@ def cache_key(condition: str, cfg: Config, dataset_sha256: str, seed: int) -> st
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def checkpoint_path(condition: str, cfg: Config, preset: str, seed: int, cache_dir: Path, dataset: Dataset) -> Path:
+    return Path(cache_dir) / f"{condition}-{preset}-s{seed}-{cache_key(condition, cfg, dataset.sha256, seed)}.pt"
+
+
 def train_or_load_config(condition: str, cfg: Config, preset: str = "demo", seed: int = 0, cache_dir: Path = CACHE_DIR,
                          dataset: Dataset | None = None, progress: bool = True) -> tuple[nn.Module, dict]:
     """`train_or_load` for an explicit Config (what the CLI builds from presets, TOML and --set)."""
     check_condition(condition)
     dataset = dataset or load_dataset(cfg.dataset)
     model_id = f"{condition}-{preset}-s{seed}"
-    path = Path(cache_dir) / f"{model_id}-{cache_key(condition, cfg, dataset.sha256, seed)}.pt"
+    path = checkpoint_path(condition, cfg, preset, seed, cache_dir, dataset)
     device = resolve_device(cfg.device)
     if checkpoints.sidecar_path(path).is_file():
         return checkpoints.load(path, cfg.architecture, device)
@@ -73,11 +87,38 @@ def train_or_load(condition: str, preset: str = "demo", seed: int = 0, cache_dir
     return train_or_load_config(condition, make_config(preset, overrides), preset, seed, cache_dir, dataset, progress)
 
 
+def _train_to_cache(condition: str, cfg: Config, preset: str, seed: int, cache_dir: Path, dataset: Dataset) -> None:
+    torch.set_num_threads(1)
+    train_or_load_config(condition, cfg, preset, seed, cache_dir, dataset, progress=False)
+
+
+def load_zoo(conditions: list[str], cfg: Config, preset: str = "demo", seed: int = 0, cache_dir: Path = CACHE_DIR,
+             dataset: Dataset | None = None, progress: bool = True, jobs: int = 0) -> dict[str, tuple[nn.Module, dict]]:
+    """Every condition's (model, sidecar): the uncached ones trained in `jobs` processes at once
+    (0: one per CPU core; 1: here, one after the other), then all loaded from the cache."""
+    dataset = dataset or load_dataset(cfg.dataset)
+    missing = [c for c in map(check_condition, conditions)
+               if not checkpoints.sidecar_path(checkpoint_path(c, cfg, preset, seed, cache_dir, dataset)).is_file()]
+    jobs = min(jobs or len(os.sched_getaffinity(0)), len(missing))
+    if jobs > 1 and resolve_device(cfg.device).type == "cpu":
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending = [pool.submit(_train_to_cache, c, cfg, preset, seed, cache_dir, dataset) for c in missing]
+            for done in tqdm(as_completed(pending), total=len(pending), desc=f"training {len(missing)} models, {jobs} at a time",
+                             unit="model", disable=not progress, leave=False):
+                done.result()
+    return {c: train_or_load_config(c, cfg, preset, seed, cache_dir, dataset, progress) for c in conditions}
+
+
+def add_jobs_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=int, default=0, metavar="N",
+                        help="models to train at once, one process each (default 0: one per CPU core; 1: one after the other)")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     dataset = load_dataset(cfg.dataset)
-    for condition in CONDITIONS if args.condition == "all" else [args.condition]:
-        model, meta = train_or_load_config(condition, cfg, args.preset, args.seed, args.out, dataset)
+    conditions = list(CONDITIONS) if args.condition == "all" else [args.condition]
+    for condition, (_model, meta) in load_zoo(conditions, cfg, args.preset, args.seed, args.out, dataset, jobs=args.jobs).items():
         print(f"{meta['id']}: clean test accuracy {meta['clean_accuracy']:.3f}, trained in {meta['train_seconds']} s "
               f"-> {args.out}/{meta['id']}-{cache_key(condition, cfg, dataset.sha256, args.seed)}.pt")
 
@@ -88,4 +129,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--condition", default="all", help=f"one of {', '.join(CONDITIONS)}, or 'all' (default)")
     add_config_args(p)
     p.add_argument("--out", type=Path, default=CACHE_DIR, help=f"checkpoint directory (default {CACHE_DIR})")
+    add_jobs_arg(p)
     p.set_defaults(func=cmd_train)

@@ -119,3 +119,20 @@ def test_cli_bad_input_is_one_line(argv, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine", *argv, "--out", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1 and message in proc.stderr
+
+
+def test_load_zoo_trains_missing_models_in_parallel_processes_with_the_same_weights(tmp_path):
+    """Two models trained at once in worker processes (one thread each) equal the same models
+    trained here on one thread, one after the other."""
+    cfg = make_config(overrides=TINY)
+    parallel = zoo.load_zoo(["normal", "gradreg"], cfg, seed=5, cache_dir=tmp_path / "parallel", progress=False, jobs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = zoo.load_zoo(["normal", "gradreg"], cfg, seed=5, cache_dir=tmp_path / "serial", progress=False, jobs=1)
+    finally:
+        torch.set_num_threads(threads)
+    for condition in ("normal", "gradreg"):
+        ours, theirs = parallel[condition][0].state_dict(), serial[condition][0].state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), condition
+        assert parallel[condition][1]["condition"] == condition
