@@ -11,14 +11,9 @@ import pytest
 import torch
 
 from engine import attacks
-from tinycnn import digits, trained_tiny_cnn
+from tinycnn import digits, model  # noqa: F401  (fixture)
 
 torchattacks = pytest.importorskip("torchattacks")
-
-
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    return trained_tiny_cnn()
 
 
 @pytest.fixture(scope="module")

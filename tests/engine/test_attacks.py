@@ -7,12 +7,7 @@ import pytest
 import torch
 
 from engine import attacks
-from tinycnn import digits, trained_tiny_cnn
-
-
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    return trained_tiny_cnn()
+from tinycnn import digits, model  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,3 +41,9 @@ def trained_tiny_cnn(seed: int = 0, steps: int = 60) -> nn.Module:
         F.cross_entropy(model(x[batch]), y[batch]).backward()
         optimiser.step()
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    """The trained tiny CNN, as a fixture (import it into a test module to use it)."""
+    return trained_tiny_cnn()
