@@ -85,7 +85,8 @@ def run(tier: str) -> None:
                                  target="abs(Δ) ≤ 0.05"))
     entries.append(Entry("seconds per simulated study (both primary models, 2 workers)", f"{null_seconds / n:.2f}"))
     entries.append(Entry("default report, 60 participants × 80 sources × 4 conditions", f"{report_seconds():.1f} s", target="≤ 60 s"))
-    write_section("analysis: calibration of the primary tests", entries, command=f"python -m benchmarks --only analysis --tier {tier}",
+    # One section per tier (titled by its study count), so a quick run does not erase the full one.
+    write_section(f"analysis: calibration of the primary tests ({n} studies)", entries, command=f"python -m benchmarks --only analysis --tier {tier}",
                   notes=f"Matched layout, {n} null studies (all conditions equal) and {n} alternative studies (gradreg − normal "
                         "= +0.5 logit for the target label, +0.3 for the latent rating), generator of "
                         "../shared/research/analysis.md Appendix A. Primary = two-way cluster-robust logistic GLM / proportional-odds "

@@ -146,7 +146,8 @@ def run(tier: str) -> None:
                 Entry(f"{dialect}: export peak memory (MB)", f"{peak_mb:.0f}", target="< 200"),
             ]
             notes.append(f"{dialect}: seeding {SESSIONS:,} sessions × {ANSWERS_PER_SESSION} answers took {seeded:.1f} s.")
-    write_section("Study export", entries, f"python -m benchmarks --only export --tier {tier}",
+    # One section per tier (the full one adds PostgreSQL), so a quick run does not erase the full one.
+    write_section("Study export" + (" (SQLite and PostgreSQL)" if tier == "full" else ""), entries, f"python -m benchmarks --only export --tier {tier}",
                   notes="Wall time of the whole `flask --app study export` process (start-up included), peak RSS from "
                         "wait4 in a small launcher process (forked from the benchmark itself, the export would count the "
                         "benchmark's own memory: 422–588 MB read on 2026-12-03 before this was fixed); the export also writes participants.csv and data_dictionary.csv. The peer dumps the "
