@@ -144,7 +144,8 @@ def run(tier: str) -> None:
     entries.append(Entry(f"generate-stimuli, default design ({len(manifest['stimuli'])} stimuli), models cached",
                          f"{seconds:.1f} s (training, when not cached: {train_seconds:.0f} s as recorded in the {len(models)} sidecars)",
                          target="≤ 240 s with training"))
-    write_section("Attacks and stimulus generation", entries, command=f"python -m benchmarks --only attacks --tier {tier}", notes=(
+    # One section per tier (the full one runs JSMA at scale), so a quick run does not erase the full one.
+    write_section("Attacks and stimulus generation" + (" (full tier: JSMA at scale)" if tier == "full" else ""), entries, command=f"python -m benchmarks --only attacks --tier {tier}", notes=(
         f"Model: the zoo's `normal` demo model ({meta['id']}); {torch.get_num_threads()} threads, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP spins while waiting)')}. Ratios are medians of per-round ratios of interleaved runs "
         "in one process with torch's default threads; outputs were checked identical first (PGD with the same seeded random "
