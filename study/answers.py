@@ -93,7 +93,7 @@ def session_plan(session_id: int) -> list[list[Any]] | None:
         if plan is None:
             return None
         if len(_plan_cache) >= PLAN_CACHE_SIZE:
-            del _plan_cache[next(iter(_plan_cache))]
+            _plan_cache.pop(next(iter(_plan_cache)), None)
         _plan_cache[key] = plan
     return _plan_cache[key]
 
@@ -183,7 +183,7 @@ _in_task: dict[tuple[str, str], InTask] = {}
 
 def _remember_in_task(key: tuple[str, str], seen: InTask) -> None:
     if len(_in_task) >= PLAN_CACHE_SIZE:
-        del _in_task[next(iter(_in_task))]
+        _in_task.pop(next(iter(_in_task)), None)
     _in_task[key] = seen
 
 
@@ -200,7 +200,7 @@ def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool,
         row = _validated(payload, seen.session_id, session_plan(seen.session_id), study)
         if not _fails_catch(row, study) and _insert_if_in_task(row, now):
             return True, "in_task"
-        del _in_task[key]
+        _in_task.pop(key, None)  # pop, not del: another thread of this worker may have dropped it
     stored, state, last_seen_at, session = _record_in_transaction(public_id, payload, now)
     db.session.commit()
     if state == "in_task":
