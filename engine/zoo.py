@@ -120,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     conditions = list(CONDITIONS) if args.condition == "all" else [args.condition]
     for condition, (_model, meta) in load_zoo(conditions, cfg, args.preset, args.seed, args.out, dataset, jobs=args.jobs).items():
         print(f"{meta['id']}: clean test accuracy {meta['clean_accuracy']:.3f}, trained in {meta['train_seconds']} s "
-              f"-> {args.out}/{meta['id']}-{cache_key(condition, cfg, dataset.sha256, args.seed)}.pt")
+              f"-> {checkpoint_path(condition, cfg, args.preset, args.seed, args.out, dataset)}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

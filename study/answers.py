@@ -92,10 +92,16 @@ def session_plan(session_id: int) -> list[list[Any]] | None:
         plan = db.session.scalar(select(ParticipantSession.plan).where(ParticipantSession.id == session_id))
         if plan is None:
             return None
-        if len(_plan_cache) >= PLAN_CACHE_SIZE:
-            _plan_cache.pop(next(iter(_plan_cache)), None)
-        _plan_cache[key] = plan
+        _bounded_put(_plan_cache, key, plan)
     return _plan_cache[key]
+
+
+def _bounded_put(store: dict, key: Any, value: Any) -> None:
+    """Store in a per-worker cache of at most PLAN_CACHE_SIZE entries, dropping the oldest. pop, not
+    del: another thread of the worker (PostgreSQL runs several) may have dropped it already."""
+    if len(store) >= PLAN_CACHE_SIZE:
+        store.pop(next(iter(store)), None)
+    store[key] = value
 
 
 def _epoch_ms(payload: dict[str, Any], key: str) -> dt.datetime | None:
@@ -152,20 +158,19 @@ _TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__
 
 @cache
 def _insert(dialect: str):
+    """INSERT the answer unless its (session, trial index) slot is filled; RETURNING the new id."""
     return ((postgresql.insert if dialect == "postgresql" else sqlite.insert)(Answer.__table__)
             .on_conflict_do_nothing(index_elements=["session_id", "trial_index"]).returning(Answer.__table__.c.id))
 
 
 @cache
 def _insert_while_in_task(dialect: str):
-    """INSERT … SELECT the answer FROM its session WHERE the session is in task: no row otherwise."""
+    """The same, as INSERT … SELECT FROM its session WHERE the session is in task: no row otherwise."""
     columns = [c for c in Answer.__table__.c if c.name != "id"]
     sessions = ParticipantSession.__table__
     values = select(*(bindparam(c.name, type_=c.type) for c in columns)).where(
         sessions.c.id == bindparam("session_id"), sessions.c.state == literal("in_task"))
-    return ((postgresql.insert if dialect == "postgresql" else sqlite.insert)(Answer.__table__)
-            .from_select([c.name for c in columns], values)
-            .on_conflict_do_nothing(index_elements=["session_id", "trial_index"]).returning(Answer.__table__.c.id))
+    return _insert(dialect).from_select([c.name for c in columns], values)
 
 
 @dataclass(frozen=True)
@@ -181,12 +186,6 @@ class InTask:
 _in_task: dict[tuple[str, str], InTask] = {}
 
 
-def _remember_in_task(key: tuple[str, str], seen: InTask) -> None:
-    if len(_in_task) >= PLAN_CACHE_SIZE:
-        _in_task.pop(next(iter(_in_task)), None)
-    _in_task[key] = seen
-
-
 def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool, str]:
     """Validate and store one answer, committed before this returns.
 
@@ -200,12 +199,12 @@ def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool,
         row = _validated(payload, seen.session_id, session_plan(seen.session_id), study)
         if not _fails_catch(row, study) and _insert_if_in_task(row, now):
             return True, "in_task"
-        _in_task.pop(key, None)  # pop, not del: another thread of this worker may have dropped it
+        _in_task.pop(key, None)
     stored, state, last_seen_at, session = _record_in_transaction(public_id, payload, now)
     db.session.commit()
     if state == "in_task":
         study = study_facts(session.study_id)
-        _remember_in_task(key, InTask(session.id, session.study_id, last_seen_at + _touch_step(study)))
+        _bounded_put(_in_task, key, InTask(session.id, session.study_id, last_seen_at + _touch_step(study)))
     return stored, state
 
 
