@@ -2,8 +2,8 @@
 
 `study` owns the database (Flask-SQLAlchemy; SQLite by default, PostgreSQL by URL; schema under
 Alembic migrations in study/migrations), importing a stimulus set that follows
-`contracts/stimulus_manifest.v1.schema.json`, the participant pages (templates in the top-level
-`templates/` folder, one vanilla-JS module in study/static), balanced assignment of stimulus
+`contracts/stimulus_manifest.v1.schema.json`, the participant pages (Jinja templates in
+study/templates, one vanilla-JS module in study/static), balanced assignment of stimulus
 lists, and storing every answer the moment it is given. The `responses_long` view and its CSV
 export (`contracts/response_row.v1.schema.json`) are all it promises to the analysis. Start it
 with `flask --app study run` or `gunicorn 'study:create_app()'`.
@@ -11,7 +11,6 @@ with `flask --app study run` or `gunicorn 'study:create_app()'`.
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_SECRET = "dev-only-change-me"
 
 
-def templates_dir() -> str:
-    """The top-level templates/ folder, from a checkout (editable install) or a wheel alike."""
-    return str(Path(str(resources.files("study_templates"))))
-
-
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=True, template_folder=templates_dir())
+    app = Flask(__name__, instance_relative_config=True)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(
         SECRET_KEY=os.environ.get("STUDY_SECRET_KEY", DEFAULT_SECRET),

@@ -1,1 +1,0 @@
-"""Jinja templates of the study app; installed as the `study_templates` package (see pyproject.toml)."""
