@@ -16,12 +16,23 @@ from typing import Any
 
 from flask import Flask
 from flask_migrate import Migrate
+from sqlalchemy.engine import make_url
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from study.db import configure_engine, db
+from study.security import from_proxies
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_SECRET = "dev-only-change-me"
+
+
+def _create_private(database_url: str) -> None:
+    """Create a new SQLite file readable by its owner only (SQLite gives its -wal and -shm files
+    the same mode); the participants' data is nobody else's business on a shared machine."""
+    path = make_url(database_url).database if database_url.startswith("sqlite") else None
+    if path and path != ":memory:" and not Path(path).exists():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -44,16 +55,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     proxies = int(os.environ.get("STUDY_TRUSTED_PROXIES", "0"))
     if proxies:
-        # Behind nginx: the client's address (the login rate limit counts by it) and scheme come
-        # from the X-Forwarded-* headers the trusted proxies set.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+        # Behind nginx: the client's address (the rate limits count by it) and scheme come from
+        # the X-Forwarded-For/-Proto headers the trusted proxies set, and only on requests from
+        # the proxies' own addresses. The host is never taken from a header a client can send.
+        addresses = os.environ.get("STUDY_PROXY_ADDRESSES", "127.0.0.1,::1").split(",")
+        app.wsgi_app = from_proxies(app.wsgi_app, ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=0),
+                                    {a.strip() for a in addresses if a.strip()})
 
+    _create_private(app.config["SQLALCHEMY_DATABASE_URI"])
     db.init_app(app)
     Migrate(app, db, directory=str(MIGRATIONS))
     with app.app_context():
         configure_engine(db.engine)
 
-    from study import api, auth, cli, dashboard, participant, views
+    from study import api, arrivals, auth, cli, dashboard, participant, views
     from study.security import install_security_headers
 
     app.register_blueprint(views.bp)
@@ -61,6 +76,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(arrivals.bp)
     install_security_headers(app)
     cli.register(app)
     return app

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, literal, select, update
+from sqlalchemy import bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from study.db import begin_write, db, single_statement
@@ -33,6 +33,9 @@ from study.models import Answer, ParticipantSession, Stimulus, Study, transition
 ANSWERABLE_STATES = ("instructed", "in_task", "timed_out")
 PAYLOAD_KEYS = {"client_id", "trial_index", "stimulus", "response", "rt_ms", "presented_at", "responded_at"}
 MAX_RT_MS = 24 * 3600 * 1000
+# Client times further than this from the server's clock are refused: a device's clock may be off
+# by hours, not by years. The analysis's times are the server's own (received_at, page_view).
+CLOCK_WINDOW = dt.timedelta(days=1)
 TOUCH_EVERY = dt.timedelta(seconds=30)
 
 
@@ -104,20 +107,24 @@ def _bounded_put(store: dict, key: Any, value: Any) -> None:
     store[key] = value
 
 
-def _epoch_ms(payload: dict[str, Any], key: str) -> dt.datetime | None:
+def _epoch_ms(payload: dict[str, Any], key: str, now: dt.datetime) -> dt.datetime | None:
     value = payload.get(key)
     if value is None:
         return None
     if not _is_number(value) or not 0 < value < 1e14:
         raise AnswerError(422, f"{key} must be a time in milliseconds since 1970 (or null)")
-    return dt.datetime.fromtimestamp(value / 1000, dt.UTC).replace(tzinfo=None)
+    at = dt.datetime.fromtimestamp(value / 1000, dt.UTC).replace(tzinfo=None)
+    if abs(at - now) > CLOCK_WINDOW:
+        raise AnswerError(422, f"{key} is more than {CLOCK_WINDOW.days} day(s) away from the server's clock: "
+                               "check the device's date and time")
+    return at
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _validated(payload: Any, session_id: int, plan: list[list[Any]], study: StudyFacts) -> dict[str, Any]:
+def _validated(payload: Any, session_id: int, plan: list[list[Any]], study: StudyFacts, now: dt.datetime) -> dict[str, Any]:
     """Check the payload against the session's plan; returns the answer row's values."""
     if not isinstance(payload, dict):
         raise AnswerError(400, "the answer must be a JSON object")
@@ -140,11 +147,14 @@ def _validated(payload: Any, session_id: int, plan: list[list[Any]], study: Stud
     if task == "rate" and not (isinstance(response, int) and not isinstance(response, bool)
                                and study.rating_min <= response <= study.rating_max):
         raise AnswerError(422, f"a rating must be a whole number from {study.rating_min} to {study.rating_max}")
+    presented_at, responded_at = _epoch_ms(payload, "presented_at", now), _epoch_ms(payload, "responded_at", now)
+    if presented_at and responded_at and responded_at < presented_at:
+        raise AnswerError(422, "responded_at must not be before presented_at")
     return dict(
         session_id=session_id, trial_index=index, client_id=client_id, stimulus_id=stimulus_pk, task=task, block=block,
         is_practice=block == "practice", is_catch=bool(is_catch),
         response_label=response if task == "label" else None, response_rating=response if task == "rate" else None,
-        rt_ms=float(rt), presented_at=_epoch_ms(payload, "presented_at"), responded_at=_epoch_ms(payload, "responded_at"),
+        rt_ms=float(rt), presented_at=presented_at, responded_at=responded_at,
     )
 
 
@@ -153,6 +163,8 @@ _SESSION = select(ParticipantSession.id, ParticipantSession.study_id, Participan
                   ParticipantSession.catch_failed, ParticipantSession.last_seen_at
                   ).where(ParticipantSession.public_id == bindparam("public_id"))
 _EXISTING = select(Answer.client_id).where(Answer.session_id == bindparam("sid"), Answer.trial_index == bindparam("index"))
+# The next trial index due: answers arrive in plan order, so one past the last one stored.
+_NEXT = select(func.coalesce(func.max(Answer.trial_index) + 1, 0)).where(Answer.session_id == bindparam("sid"))
 _TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__.c.id == bindparam("sid"))
 
 
@@ -165,11 +177,15 @@ def _insert(dialect: str):
 
 @cache
 def _insert_while_in_task(dialect: str):
-    """The same, as INSERT … SELECT FROM its session WHERE the session is in task: no row otherwise."""
+    """The same, as INSERT … SELECT FROM its session WHERE the session is in task and this is the
+    trial due next (the one after the last stored): no row otherwise."""
     columns = [c for c in Answer.__table__.c if c.name != "id"]
-    sessions = ParticipantSession.__table__
-    values = select(*(bindparam(c.name, type_=c.type) for c in columns)).where(
-        sessions.c.id == bindparam("session_id"), sessions.c.state == literal("in_task"))
+    params = {c.name: bindparam(c.name, type_=c.type) for c in columns}
+    sessions, answers = ParticipantSession.__table__, Answer.__table__
+    due = select(func.coalesce(func.max(answers.c.trial_index) + 1, 0)).where(
+        answers.c.session_id == params["session_id"]).scalar_subquery()
+    values = select(*params.values()).where(
+        sessions.c.id == params["session_id"], sessions.c.state == literal("in_task"), due == params["trial_index"])
     return _insert(dialect).from_select([c.name for c in columns], values)
 
 
@@ -196,7 +212,7 @@ def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool,
     seen = _in_task.get(key)
     if seen is not None and now < seen.touch_due:
         study = study_facts(seen.study_id)
-        row = _validated(payload, seen.session_id, session_plan(seen.session_id), study)
+        row = _validated(payload, seen.session_id, session_plan(seen.session_id), study, now)
         if not _fails_catch(row, study) and _insert_if_in_task(row, now):
             return True, "in_task"
         _in_task.pop(key, None)
@@ -235,7 +251,11 @@ def _record_in_transaction(public_id: str, payload: Any, now: dt.datetime
     if session.state not in ANSWERABLE_STATES:
         raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
     study = study_facts(session.study_id)
-    row = _validated(payload, session.id, session_plan(session.id), study)
+    row = _validated(payload, session.id, session_plan(session.id), study, now)
+    due = db.session.scalar(_NEXT, {"sid": session.id})
+    if row["trial_index"] > due:
+        raise AnswerError(409, f"trial {row['trial_index']} came before trial {due}: answers are taken in the order "
+                               "of the session's trials")
     stored = db.session.execute(_insert(db.engine.dialect.name), {**row, "received_at": now}).scalar()
     if stored is None:
         existing = db.session.scalar(_EXISTING, {"sid": session.id, "index": row["trial_index"]})
@@ -273,7 +293,7 @@ def _session_changes(session: SessionRow, study: StudyFacts, row: dict[str, Any]
     if _fails_catch(row, study):
         changes["catch_failed"] = session.catch_failed + 1
         if study.screen_out_after and changes["catch_failed"] >= study.screen_out_after:
-            changes |= transition(state, "screened_out", now)
+            changes |= transition(state, "screened_out", now) | {"screen_reason": "catch"}
             state = "screened_out"
     return changes, state
 

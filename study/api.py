@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
 from study.answers import ANSWERABLE_STATES, AnswerError, missing_trials, record_answer
-from study.config import config_from_dict
+from study.config import StudyConfig, config_from_dict
 from study.db import db, utcnow
-from study.models import ParticipantSession
+from study.models import Answer, ParticipantSession
 from study.participant import home_url, load_session, page_url
 from study.security import public_id_from_token, session_token
 
@@ -69,10 +69,26 @@ def complete(token: str):
         missing = missing_trials(session)
         if missing:
             return jsonify(error=f"{len(missing)} answer(s) have not reached the server yet", missing=missing), 409
-        session.completion_code = config_from_dict(session.study.config).completion.for_completed(session.catch_failed)
+        config = config_from_dict(session.study.config)
+        if too_fast(session, config):
+            session.screen_reason = "too_fast"
+            session.move_to("screened_out")
+            db.session.commit()
+            return jsonify(ok=True, next=home_url(session))
+        session.completion_code = config.completion.for_completed(session.catch_failed)
         session.move_to("completed")
         db.session.commit()
     return jsonify(ok=True, next=url_for("participant.debrief", token=session_token(session.public_id)))
+
+
+def too_fast(session: ParticipantSession, config: StudyConfig) -> bool:
+    """Finished faster than a person can read, by the server's clock: from the instructions to
+    the last answer's receipt (client-reported times are the participant's to invent)."""
+    if session.is_bot or not config.min_seconds_per_answer or session.instructed_at is None:
+        return False
+    last = db.session.scalar(select(func.max(Answer.received_at)).where(Answer.session_id == session.id))
+    taken = (last - session.instructed_at).total_seconds() if last else 0.0
+    return taken < config.min_seconds_per_answer * len(session.plan or [])
 
 
 ENVIRONMENT_FIELDS = {"viewport_width": (int, 1, 20000), "viewport_height": (int, 1, 20000),

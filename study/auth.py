@@ -1,34 +1,48 @@
-"""Researcher accounts: `flask --app study create-admin`, the login page, and `admin_required`.
+"""Researcher accounts: `flask --app study create-admin`, the login page, `admin_required` and
+per-study roles.
 
 Passwords are stored as werkzeug.security hashes (scrypt). Failed logins are rows in the
-database, so the rate limit (per user name and per client address) holds across all gunicorn
-workers and servers. A logged-in researcher is a name in Flask's signed session cookie
-(HttpOnly, SameSite=Lax). Every researcher form carries a CSRF token from study.security bound
-to that name; the login form's token is bound to a random nonce in the cookie.
+database, so throttling holds across all gunicorn workers and servers. It slows guessing without
+locking the real user out: each (user name, client address) pair waits twice as long after each
+failure past the third (up to 15 minutes), and one address may fail at most 30 times in 15
+minutes whatever the names; nothing ever blocks a user name from every address.
+
+A logged-in researcher is a name, their account's session version and a random CSRF nonce in
+Flask's signed session cookie (HttpOnly, SameSite=Lax). The version is checked against the
+database on every request, and logout or a new password increases it, so a saved cookie stops
+working everywhere at once. Every researcher form carries a CSRF token from study.security bound
+to that login (name, version, nonce); the login form's token is bound to a nonce of its own.
+
+Roles are per study: a viewer sees progress, an analyst also downloads the pseudonymised exports,
+an owner also gets the payment list (raw panel ids), opens, closes, deletes participants and
+grants roles (`flask --app study grant`). Every grant and revocation is in the audit log.
 """
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import os
 import re
 import secrets
 from typing import Callable
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
 from sqlalchemy import delete, func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from study.db import db, utcnow
-from study.models import AdminUser, LoginFailure
+from study.db import begin_write, db, utcnow
+from study.lifecycle import audit
+from study.models import ROLES, AdminUser, LoginFailure, Study, StudyRole
 from study.security import check_csrf, csrf_token
 
 bp = Blueprint("auth", __name__, url_prefix="/admin")
 
-USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")  # always used with fullmatch
 MIN_PASSWORD = 12
 WINDOW = dt.timedelta(minutes=15)
-MAX_FAILURES = {"user": 5, "ip": 30}  # within WINDOW
+MAX_ADDRESS_FAILURES = 30  # within WINDOW, over every user name
+FREE_FAILURES = 3  # per (user, address) before the back-off starts
 # Checked when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
 
@@ -49,28 +63,74 @@ def _cookie_settings(state) -> None:
 
 def create_admin(username: str, password: str) -> AdminUser:
     """Add a researcher, or set a new password for an existing one. Caller commits."""
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise AccountError("the user name may use letters, digits and . _ @ - (at most 64)")
     if len(password) < MIN_PASSWORD:
         raise AccountError(f"the password must have at least {MIN_PASSWORD} characters")
     user = db.session.scalar(select(AdminUser).where(AdminUser.username == username))
     if user is None:
-        user = AdminUser(username=username, created_at=utcnow())
+        user = AdminUser(username=username, created_at=utcnow(), session_version=0)
         db.session.add(user)
+    else:
+        user.session_version += 1  # a new password ends every session of the old one
     user.password_hash = generate_password_hash(password)
     return user
 
 
+def current_user() -> AdminUser | None:
+    """The logged-in researcher, if the cookie's login is still current (checked per request)."""
+    if "admin_user" not in g:
+        name, version = session.get("admin"), session.get("version")
+        user = db.session.scalar(select(AdminUser).where(AdminUser.username == name)) if isinstance(name, str) else None
+        g.admin_user = user if user is not None and user.session_version == version else None
+    return g.admin_user
+
+
 def current_admin() -> str | None:
-    return session.get("admin")
+    user = current_user()
+    return user.username if user else None
+
+
+def _login_binding() -> str:
+    return f"admin:{current_admin()}:{session.get('version')}:{session.get('csrf_nonce')}"
 
 
 def admin_csrf() -> str:
-    return csrf_token(f"admin:{current_admin()}")
+    return csrf_token(_login_binding())
 
 
 def check_admin_csrf() -> None:
-    check_csrf(f"admin:{current_admin()}")
+    check_csrf(_login_binding())
+
+
+def role_of(study: Study, user: AdminUser | None = None) -> str | None:
+    user = user or current_user()
+    if user is None:
+        return None
+    return db.session.scalar(select(StudyRole.role).where(StudyRole.study_id == study.id, StudyRole.user_id == user.id))
+
+
+def has_role(study: Study, needed: str) -> bool:
+    role = role_of(study)
+    return role is not None and ROLES.index(role) >= ROLES.index(needed)
+
+
+def require_role(study: Study, needed: str) -> None:
+    if not has_role(study, needed):
+        abort(403, f"You need the {needed} role on study {study.slug!r} for this; ask its owner.")
+
+
+def grant(study: Study, username: str, role: str | None, actor: str) -> None:
+    """Give `username` a role on `study` (None: take it away). Caller commits."""
+    user = db.session.scalar(select(AdminUser).where(AdminUser.username == username))
+    if user is None:
+        raise AccountError(f"there is no researcher {username!r} (create-admin makes one)")
+    if role is not None and role not in ROLES:
+        raise AccountError(f"the role must be one of {', '.join(ROLES)}")
+    db.session.execute(delete(StudyRole).where(StudyRole.study_id == study.id, StudyRole.user_id == user.id))
+    if role is not None:
+        db.session.add(StudyRole(study_id=study.id, user_id=user.id, role=role))
+    audit(actor, "grant" if role else "revoke", study=study.slug, user=username, role=role)
 
 
 def admin_required(view: Callable) -> Callable:
@@ -84,14 +144,23 @@ def admin_required(view: Callable) -> Callable:
 
 
 def _keys(username: str) -> dict[str, str]:
-    return {"user": f"user:{username[:64]}", "ip": f"ip:{request.remote_addr or '?'}"}
+    address = request.remote_addr or "?"
+    return {"pair": f"pair:{username[:64]}|{address}"[:200], "ip": f"ip:{address}"[:200]}
 
 
-def _blocked(keys: dict[str, str], now: dt.datetime) -> bool:
-    counts = dict(db.session.execute(
-        select(LoginFailure.key, func.count()).where(LoginFailure.key.in_(keys.values()), LoginFailure.at > now - WINDOW)
-        .group_by(LoginFailure.key)).all())
-    return any(counts.get(key, 0) >= MAX_FAILURES[kind] for kind, key in keys.items())
+def _wait(keys: dict[str, str], now: dt.datetime) -> float:
+    """Seconds until this (user, address) may try again; 0 when it may now."""
+    failures = {key: (n, last) for key, n, last in db.session.execute(
+        select(LoginFailure.key, func.count(), func.max(LoginFailure.at))
+        .where(LoginFailure.key.in_(keys.values()), LoginFailure.at > now - WINDOW).group_by(LoginFailure.key))}
+    n, last = failures.get(keys["ip"], (0, None))
+    if n >= MAX_ADDRESS_FAILURES:
+        return (last + WINDOW - now).total_seconds()
+    n, last = failures.get(keys["pair"], (0, None))
+    if n < FREE_FAILURES:
+        return 0.0
+    back_off = min(2.0 ** (n - FREE_FAILURES), WINDOW.total_seconds())
+    return max(0.0, (last - now).total_seconds() + back_off)
 
 
 def _safe_next(target: str | None) -> str:
@@ -107,19 +176,23 @@ def login():
         check_csrf(f"login:{nonce}")
         username, password = request.form.get("username", "").strip(), request.form.get("password", "")
         keys, now = _keys(username), utcnow()
+        begin_write()
         # Old failures are dropped as they fall out of the window, so the table stays small.
         db.session.execute(delete(LoginFailure).where(LoginFailure.at <= now - WINDOW))
-        if _blocked(keys, now):
+        wait = _wait(keys, now)
+        if wait > 0:
             db.session.commit()
-            error, status = f"Too many failed logins. Try again in {WINDOW.seconds // 60} minutes.", 429
+            error, status = f"Too many failed logins. Try again in {math.ceil(wait)} seconds.", 429
         else:
-            user = db.session.scalar(select(AdminUser).where(AdminUser.username == username)) if username else None
+            # A name that cannot exist is never looked up (a NUL byte would upset PostgreSQL).
+            user = db.session.scalar(select(AdminUser).where(AdminUser.username == username)) \
+                if USERNAME.fullmatch(username) else None
             if check_password_hash(user.password_hash if user else _DUMMY_HASH, password) and user is not None:
-                db.session.execute(delete(LoginFailure).where(LoginFailure.key == keys["user"]))
+                db.session.execute(delete(LoginFailure).where(LoginFailure.key == keys["pair"]))
                 db.session.commit()
                 session.clear()  # a fresh session on login: no fixation of a pre-login cookie
                 session.permanent = True
-                session["admin"] = user.username
+                session.update(admin=user.username, version=user.session_version, csrf_nonce=secrets.token_hex(16))
                 return redirect(_safe_next(request.args.get("next")), 303)
             db.session.add_all(LoginFailure(key=key, at=now) for key in keys.values())
             db.session.commit()
@@ -132,6 +205,10 @@ def logout():
     if current_admin() is None:
         return redirect(url_for("auth.login"), 303)
     check_admin_csrf()
+    begin_write()
+    user = db.session.get(AdminUser, current_user().id)
+    user.session_version += 1  # every cookie of this login, saved or stolen, stops working
+    db.session.commit()
     session.clear()
     return redirect(url_for("auth.login"), 303)
 

@@ -1,5 +1,5 @@
 """`flask --app study …` commands: init-db, create-study, open, close, export, simulate, backup,
-create-admin, payments, delete-participant.
+create-admin, grant, payments, delete-participant, purge-panel-ids.
 
 User mistakes (a bad config, a broken stimulus set, a duplicate study id) end with a short
 `Error: …` message and exit status 1, never a traceback.
@@ -18,18 +18,18 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from contracts import ContractError
-from study.config import ConfigError, load_config
-from study.db import db
+from study.config import ConfigError, config_from_dict, load_config
+from study.db import db, utcnow
 from study.design import DesignError
-from study.models import CONDITIONS, Study
+from study.models import CONDITIONS, ROLES, Study
 from study.security import session_mark
 from study.simulate import AnswerModel, simulate, study_stimuli, summary
-from study.auth import AccountError, create_admin
+from study.auth import AccountError, create_admin, grant
 from study.backup import BackupError, backup, default_path
 from study.export import Selection, csv_chunks, export_all, left_out_counts, write_atomically
 from study.lifecycle import LifecycleError, close_study, find_study, open_study
 from study.payments import COLUMNS as PAYMENT_COLUMNS, payment_rows
-from study.privacy import delete_participant
+from study.privacy import delete_participant, purge_panel_ids
 from study.studies import StudyExists, create_study
 
 
@@ -46,11 +46,13 @@ def init_db() -> None:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--stimuli", "stimuli_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Stimulus set directory: manifest.json plus images/.")
-def create_study_command(config: Path, stimuli_dir: Path) -> None:
+@click.option("--owner", default=None, help="Researcher who owns the study on the dashboard (see also `grant`).")
+def create_study_command(config: Path, stimuli_dir: Path, owner: str | None) -> None:
     """Create a study from a TOML CONFIG and a stimulus set; the study opens at once."""
     try:
-        study, design = create_study(load_config(config), stimuli_dir)
-    except (ConfigError, ContractError, DesignError, StudyExists) as exc:
+        study, design = create_study(load_config(config), stimuli_dir, owner)
+    except (ConfigError, ContractError, DesignError, StudyExists, AccountError) as exc:
+        db.session.rollback()
         raise click.ClickException(str(exc)) from None
     click.echo(f"study {study.slug!r} created: {len(design.lists)} lists of {len(design.lists[0])} images "
                f"({', '.join(design.conditions)}), {len(design.practice)} practice and {len(design.catch)} catch images; "
@@ -249,7 +251,40 @@ def delete_participant_command(panel_id: str, slug: str | None) -> None:
     click.echo(f"deleted {deleted['sessions']} session(s) and {deleted['answers']} answer(s)")
 
 
+@click.command("grant")
+@with_appcontext
+@click.argument("username")
+@click.argument("slug")
+@click.argument("role", type=click.Choice([*ROLES, "none"]))
+def grant_command(username: str, slug: str, role: str) -> None:
+    """Give researcher USERNAME a ROLE on study SLUG (viewer, analyst, owner; none takes it away)."""
+    try:
+        grant(find_study(slug), username, None if role == "none" else role, "cli")
+    except (LifecycleError, AccountError) as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"{username!r} is {'no longer on' if role == 'none' else f'{role} of'} study {slug!r}")
+
+
+@click.command("purge-panel-ids")
+@with_appcontext
+@click.argument("slug")
+@click.option("--older-than-days", type=click.IntRange(0), default=None,
+              help="Default: the study's keep_panel_ids_days.")
+def purge_panel_ids_command(slug: str, older_than_days: int | None) -> None:
+    """Forget the raw panel ids of SLUG's sessions that ended long enough ago (paid by then)."""
+    try:
+        study = find_study(slug)
+    except LifecycleError as exc:
+        raise click.ClickException(str(exc)) from None
+    days = older_than_days if older_than_days is not None else config_from_dict(study.config).keep_panel_ids_days
+    n = purge_panel_ids(study, days, "cli", utcnow())
+    db.session.commit()
+    click.echo(f"forgot the panel ids of {n} session(s) that ended more than {days} day(s) ago")
+
+
 def register(app: Flask) -> None:
     for command in (init_db, create_study_command, open_command, close_command, export_command, simulate_command,
-                    backup_command, create_admin_command, payments_command, delete_participant_command):
+                    backup_command, create_admin_command, payments_command, delete_participant_command, grant_command,
+                    purge_panel_ids_command):
         app.cli.add_command(command)

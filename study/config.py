@@ -69,6 +69,15 @@ class Payment:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """Who may start a session, and how fast (study.admission)."""
+    anonymous_link: bool = False  # the plain link without a participant id; see `admission_for`
+    new_sessions_per_address_per_hour: int = 20  # counted per client address, marked sessions aside
+    new_sessions_per_minute: int = 60  # for the whole study
+    start_lease_minutes: float = 5.0  # a place held by a session that has not begun the instructions
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     id: str
     title: str
@@ -89,6 +98,11 @@ class StudyConfig:
     rating: RatingScale = field(default_factory=RatingScale)
     panels: tuple[str, ...] = PANELS  # where participants may come from
     payment: Payment = field(default_factory=Payment)
+    admission: Admission = field(default_factory=Admission)
+    # A session finished faster than this per answer, in the server's time from the instructions
+    # to its last answer, is screened out (0 = never). Bots marked by the researcher are exempt.
+    min_seconds_per_answer: float = 0.5
+    keep_panel_ids_days: int = 90  # raw panel ids are for payment; purge-panel-ids drops older ones
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,7 +110,8 @@ class StudyConfig:
 
 _TOP = {"id", "title", "estimated_minutes", "target_participants", "trials_per_participant", "conditions", "tasks",
         "catch_rate", "practice_trials", "break_every", "lease_minutes", "screen_out_after_catch_failures", "seed",
-        "texts", "label", "rate", "completion", "panels", "payment"}
+        "texts", "label", "rate", "completion", "panels", "payment", "admission", "min_seconds_per_answer",
+        "keep_panel_ids_days"}
 
 
 def _unknown(table: dict[str, Any], allowed: set[str], where: str) -> list[str]:
@@ -119,12 +134,28 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     rate = raw.get("rate", {})
     completion = raw.get("completion", {})
     payment = raw.get("payment", {})
+    admission = raw.get("admission", {})
     problems += _unknown(texts, {"consent", "instructions", "debrief", "preview"}, "texts.")
     problems += _unknown(label, {"question"}, "label.")
     problems += _unknown(rate, {"question", "min", "max", "anchors"}, "rate.")
     problems += _unknown(completion, {"code", "declined_code", "screened_out_code", "withdrawn_code", "failed_checks_after",
                                       "failed_checks_code"}, "completion.")
     problems += _unknown(payment, {"currency", "base", "bonus_per_correct_label"}, "payment.")
+    problems += _unknown(admission, {f.name for f in dataclasses.fields(Admission)}, "admission.")
+    _typed(admission, "anonymous_link", bool, problems, "admission.")
+    for key in ("new_sessions_per_address_per_hour", "new_sessions_per_minute"):
+        limit = _typed(admission, key, int, problems, "admission.")
+        if limit is not None and limit < 1:
+            problems.append(f"admission.{key} must be at least 1")
+    start_lease = _typed(admission, "start_lease_minutes", (int, float), problems, "admission.")
+    if start_lease is not None and start_lease <= 0:
+        problems.append("admission.start_lease_minutes must be positive")
+    min_per_answer = _typed(raw, "min_seconds_per_answer", (int, float), problems)
+    if min_per_answer is not None and min_per_answer < 0:
+        problems.append("min_seconds_per_answer must not be negative")
+    keep_days = _typed(raw, "keep_panel_ids_days", int, problems)
+    if keep_days is not None and keep_days < 0:
+        problems.append("keep_panel_ids_days must not be negative")
 
     for key in ("id", "title"):
         if not isinstance(raw.get(key), str) or not raw[key].strip():
@@ -198,10 +229,20 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
         given["catch_rate"] = float(catch_rate)
     if lease is not None:
         given["lease_minutes"] = float(lease)
+    if min_per_answer is not None:
+        given["min_seconds_per_answer"] = float(min_per_answer)
+    if keep_days is not None:
+        given["keep_panel_ids_days"] = keep_days
+    # A study recruiting only by its own link has no other way in; with a panel, the anonymous
+    # link stays off unless asked for (anyone who finds it could otherwise fill the study).
+    admission = {"anonymous_link": tuple(panels) == ("link",), **admission}
+    if start_lease is not None:
+        admission["start_lease_minutes"] = float(start_lease)
     return StudyConfig(
         id=raw["id"], title=raw["title"],
         texts=Texts(**texts), completion=Completion(**completion), panels=tuple(panels),
         payment=Payment(**{k: float(v) if k != "currency" else v for k, v in payment.items()}),
+        admission=Admission(**admission),
         conditions=tuple(conditions) if conditions else None, tasks=tuple(tasks),
         label_question=label.get("question", StudyConfig.label_question),
         rating=RatingScale(question=question, min=lo, max=hi, anchors={str(k): v for k, v in anchors.items()}),
@@ -226,6 +267,8 @@ def config_from_dict(data: dict[str, Any]) -> StudyConfig:
         # Studies created before panels and payment existed take the defaults.
         **{**data, "texts": Texts(**data["texts"]), "completion": Completion(**data["completion"]),
            "panels": tuple(data.get("panels", PANELS)), "payment": Payment(**data.get("payment", {})),
+           # Studies created before admission control keep their anonymous link.
+           "admission": Admission(**data.get("admission", {"anonymous_link": True})),
            "rating": RatingScale(**data["rating"]), "tasks": tuple(data["tasks"]),
            "conditions": tuple(data["conditions"]) if data["conditions"] else None}
     )

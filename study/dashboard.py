@@ -13,11 +13,11 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, stream_with_context, url_for
 from sqlalchemy import and_, case, func, select
 
-from study.auth import admin_csrf, admin_required, check_admin_csrf, current_admin
+from study.auth import admin_csrf, admin_required, check_admin_csrf, current_admin, current_user, require_role
 from study.db import begin_write, db, utcnow
 from study.export import EXPORTS, Selection, csv_chunks, dictionary_csv
 from study.lifecycle import LifecycleError, close_study, open_study
-from study.models import ACTIVE_STATES, STATES, Answer, AssignmentList, ParticipantSession, Stimulus, Study
+from study.models import ACTIVE_STATES, STATES, Answer, AssignmentList, ParticipantSession, Stimulus, Study, StudyRole
 from study.payments import COLUMNS as PAYMENT_COLUMNS, payment_rows
 from study.privacy import delete_participant
 from study.security import session_mark
@@ -29,10 +29,12 @@ TOO_FAST_SHARE = 0.3  # sessions with more than this share of such answers are f
 FUNNEL = ("consented", "assigned", "instructed", "in_task", "completed")
 
 
-def get_study(slug: str) -> Study:
+def get_study(slug: str, needed: str = "viewer") -> Study:
+    """The study, if the researcher holds at least the `needed` role on it (403 otherwise)."""
     study = db.session.scalar(select(Study).where(Study.slug == slug))
     if study is None:
         abort(404, f"There is no study {slug!r}.")
+    require_role(study, needed)
     return study
 
 
@@ -116,7 +118,9 @@ def index():
     studies = db.session.execute(
         select(Study, func.count(case((and_(ParticipantSession.state == "completed", ~ParticipantSession.is_bot,
                                             ~ParticipantSession.is_pilot), 1))))
-        .outerjoin(ParticipantSession, ParticipantSession.study_id == Study.id).group_by(Study.id).order_by(Study.id)).all()
+        .outerjoin(ParticipantSession, ParticipantSession.study_id == Study.id)
+        .join(StudyRole, (StudyRole.study_id == Study.id) & (StudyRole.user_id == current_user().id))
+        .group_by(Study.id).order_by(Study.id)).all()
     return render_template("admin/index.html", studies=studies, admin=current_admin(), csrf=admin_csrf())
 
 
@@ -139,8 +143,9 @@ def progress_json(slug: str):
 @bp.get("/study/<slug>/export/<name>")
 @admin_required
 def export(slug: str, name: str):
-    """Stream one export file; ?include=withdrawn,bots,pilots widens the selection."""
-    study = get_study(slug)
+    """Stream one export file; ?include=withdrawn,bots,pilots widens the selection. Analysts get
+    the pseudonymised files, only owners the payment list with its raw panel ids."""
+    study = get_study(slug, "owner" if name == "payments.csv" else "analyst")
     include = set(filter(None, request.args.get("include", "").split(",")))
     if include - {"withdrawn", "bots", "pilots"}:
         abort(400, "include takes a comma-separated list of withdrawn, bots, pilots")
@@ -166,7 +171,7 @@ def _back(study: Study, message: str):
 def set_state(slug: str):
     check_admin_csrf()
     begin_write()
-    study = get_study(slug)
+    study = get_study(slug, "owner")
     action = request.form.get("action")
     if action not in ("open", "close"):
         abort(400, "action must be open or close")
@@ -184,7 +189,7 @@ def set_state(slug: str):
 def delete_participant_view(slug: str):
     check_admin_csrf()
     begin_write()
-    study = get_study(slug)
+    study = get_study(slug, "owner")
     raw_id = request.form.get("panel_id", "").strip()
     if not raw_id or len(raw_id) > 200:
         abort(400, "Give the participant's panel id (Prolific id, MTurk worker id or link id).")

@@ -130,8 +130,15 @@ class ParticipantSession(db.Model):
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
     participant_hash: Mapped[str] = mapped_column(String(64))
     panel: Mapped[str] = mapped_column(String(16))
-    # Raw panel ids (Prolific PID, MTurk worker/assignment ids): kept only here, for payment.
+    # Raw panel ids (Prolific PID, MTurk worker/assignment ids): kept only here, for payment, and
+    # only until `flask --app study purge-panel-ids` (never for a declined session).
     panel_ids: Mapped[dict[str, str]] = mapped_column(JSON)
+    # Who may re-enter by panel id (study.identity): the sha256 of the secret in the first
+    # browser's cookie, and a keyed hash of the panel's per-submission id (Prolific SESSION_ID,
+    # MTurk assignmentId), which a third party who knows only the participant id does not have.
+    browser_key_hash: Mapped[str | None] = mapped_column(String(64))
+    submission_hash: Mapped[str | None] = mapped_column(String(64))
+    screen_reason: Mapped[str | None] = mapped_column(String(16))  # "catch" or "too_fast"
     state: Mapped[str] = mapped_column(String(16))
     consent_version: Mapped[str | None] = mapped_column(String(64))
     assignment_list_id: Mapped[int | None] = mapped_column(ForeignKey("assignment_list.id"))
@@ -196,6 +203,32 @@ class Answer(db.Model):
     received_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
+class PageView(db.Model):
+    """The server's own time of each participant page shown (not the client's clock)."""
+
+    __tablename__ = "page_view"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("participant_session.id"), index=True)
+    page: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class Arrival(db.Model):
+    """One attempt to start or re-enter a session, admitted or refused (study.admission). The
+    rate limits count these rows, so they hold across workers and app servers; the address is a
+    keyed hash, never stored as given."""
+
+    __table_args__ = (Index("ix_arrival_study_at", "study_id", "at"), Index("ix_arrival_address_at", "address_hash", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
+    address_hash: Mapped[str] = mapped_column(String(64))
+    panel: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(24))  # "admitted" or the reason it was refused
+
+
 class AdminUser(db.Model):
     """A researcher who may log in to the dashboard (`flask --app study create-admin`)."""
 
@@ -205,6 +238,23 @@ class AdminUser(db.Model):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))  # werkzeug.security (scrypt)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # Part of every login cookie; logout and a new password increase it, which ends every session.
+    session_version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+ROLES = ("viewer", "analyst", "owner")  # each may do what the ones before it may
+
+
+class StudyRole(db.Model):
+    """What one researcher may do with one study (`flask --app study grant`)."""
+
+    __tablename__ = "study_role"
+    __table_args__ = (UniqueConstraint("study_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("admin_user.id"))
+    role: Mapped[str] = mapped_column(String(16))
 
 
 class LoginFailure(db.Model):
@@ -215,7 +265,7 @@ class LoginFailure(db.Model):
     __table_args__ = (Index("ix_login_failure_key_at", "key", "at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(80))  # "user:<name>" or "ip:<address>"
+    key: Mapped[str] = mapped_column(String(200))  # "pair:<name>|<address>" or "ip:<address>"
     at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 

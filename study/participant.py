@@ -6,18 +6,21 @@ session's state calls for, so any refresh, back button or repeat visit lands in 
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from study import admission, identity
 from study.answers import ANSWERABLE_STATES, missing_trials
 from study.assignment import StudyFull, assign, places_taken
 from study.config import StudyConfig, config_from_dict
-from study.db import begin_write, db, utcnow
-from study.models import TRANSITIONS, ParticipantSession, Stimulus, Study
+from study.db import begin_write, db, single_statement, utcnow
+from study.lifecycle import audit
+from study.models import TRANSITIONS, PageView, ParticipantSession, Stimulus, Study
 from study.panels import Entry, EntryError, completion_target, parse_entry
 from study.security import check_csrf, csrf_token, participant_hash, public_id_from_token, read_mark, session_token
 
@@ -95,18 +98,39 @@ def _parsed_entry(slug: str, config: StudyConfig, args) -> tuple[Entry, str | No
     return found, mark
 
 
+def _existing(study: Study, found: Entry) -> ParticipantSession | None:
+    if not found.identity:
+        return None
+    return db.session.scalar(select(ParticipantSession).where(
+        ParticipantSession.study_id == study.id, ParticipantSession.participant_hash == participant_hash(found.identity)))
+
+
+def _refuse(study: Study, panel: str, reason: str, status: int, session: ParticipantSession | None = None):
+    """Record a refused arrival (in its own commit) and tell the participant why."""
+    db.session.rollback()
+    begin_write()
+    now = utcnow()
+    admission.record(study, panel, reason, now)
+    if session is not None:  # someone else's session: the researcher sees the attempt in the audit log
+        audit("participant", "entry_refused", study=study.slug, session_id=session.public_id, reason=reason)
+    db.session.commit()
+    return render_template("message.html", title="You cannot start this study here", message=admission.REFUSALS[reason]), status
+
+
 @bp.get("/study/<slug>")
 def entry(slug: str):
     study, config = open_study(slug)
     found, mark = _parsed_entry(slug, config, request.args)
     if found.preview:
         return render_template("preview.html", study=study, config=config)
-    if found.raw_id:
-        existing = db.session.scalar(select(ParticipantSession).where(
-            ParticipantSession.study_id == study.id,
-            ParticipantSession.participant_hash == participant_hash(found.panel, found.raw_id)))
-        if existing is not None:  # a repeat visit resumes, it never restarts
+    existing = _existing(study, found)
+    if existing is not None:  # a repeat visit resumes, it never restarts; but only for the owner
+        if identity.is_owner(existing, found, slug):
             return redirect(home_url(existing), 303)
+        if not identity.replaceable(existing, utcnow()):
+            return _refuse(study, found.panel, "open_elsewhere", 409, existing)
+    if mark is None and not found.raw_id and not config.admission.anonymous_link:
+        return _refuse(study, found.panel, "anonymous_off", 403)
     # Told before reading the consent text; consent checks again, under the assignment lock.
     if mark is None and places_taken(study.id, utcnow()) >= study.target_participants:
         return render_template("full.html", config=config, panel=found.panel)
@@ -126,36 +150,59 @@ def consent(slug: str):
     choice = request.form.get("choice")
     if choice not in ("agree", "decline"):
         abort(400, "Please choose whether you agree to take part.")
-    # An anonymous plain link gets a random id: that participant resumes by the session URL.
-    phash = participant_hash(found.panel, found.raw_id or "anon-" + secrets.token_hex(16))
-    existing = db.session.scalar(select(ParticipantSession).where(
-        ParticipantSession.study_id == study.id, ParticipantSession.participant_hash == phash))
-    if existing is not None:
-        return redirect(home_url(existing), 303)
-
     now = utcnow()
+    existing = _existing(study, found)
+    if existing is not None:
+        if identity.is_owner(existing, found, slug):
+            return redirect(home_url(existing), 303)
+        if not identity.replaceable(existing, now):
+            return _refuse(study, found.panel, "open_elsewhere", 409, existing)
+        # Nothing of it was used (no instructions, no answers): this arrival's own consent counts.
+        audit("participant", "session_replaced", study=study.slug, session_id=existing.public_id, state=existing.state)
+        db.session.execute(delete(PageView).where(PageView.session_id == existing.id))
+        db.session.delete(existing)
+        db.session.flush()
+    if mark is None:
+        if not found.raw_id and not config.admission.anonymous_link:
+            return _refuse(study, found.panel, "anonymous_off", 403)
+        limited = admission.over_limit(study, config, now)
+        if limited:
+            return _refuse(study, found.panel, limited, 429)
+    # An anonymous plain link gets a random id: that participant resumes by the session URL.
+    phash = participant_hash(found.identity or "anon" + secrets.token_hex(16))
+    key, key_hash = identity.new_browser_key()
     session = ParticipantSession(
         public_id=secrets.token_hex(16), study=study, participant_hash=phash, panel=found.panel, panel_ids=found.ids,
         state="consented", consented_at=now, catch_failed=0, is_bot=mark == "bot", is_pilot=mark == "pilot",
         consent_version=hashlib.sha256(config.texts.consent.encode()).hexdigest(),
         user_agent=request.headers.get("User-Agent", "")[:500],
+        browser_key_hash=key_hash, submission_hash=identity.submission_hash(found),
     )
     if choice == "decline":
-        session.state, session.consented_at, session.declined_at = "declined", None, now
+        # Nothing is kept of a participant who declines but the fact (no panel ids: the page says so).
+        session.state, session.consented_at, session.declined_at, session.panel_ids = "declined", None, now, {}
     try:
         if choice == "agree":
             assign(session, study, now)
+            # Until the instructions are done the place is held briefly: an arrival that goes no
+            # further (or a script filling the study) gives it back within minutes.
+            session.lease_expires_at = min(session.lease_expires_at, now + dt.timedelta(minutes=config.admission.start_lease_minutes))
         db.session.add(session)
+        if mark is None:
+            admission.record(study, found.panel, "admitted", now)
         db.session.commit()
     except StudyFull:
         db.session.rollback()
         return render_template("full.html", config=config, panel=found.panel), 200
     except IntegrityError:  # the same participant consented in another tab at the same moment
         db.session.rollback()
-        existing = db.session.scalar(select(ParticipantSession).where(
-            ParticipantSession.study_id == study.id, ParticipantSession.participant_hash == phash))
+        existing = _existing(study, found)
+        if existing is None or not identity.is_owner(existing, found, slug):
+            return _refuse(study, found.panel, "open_elsewhere", 409, existing)
         return redirect(home_url(existing), 303)
-    return redirect(home_url(session), 303)
+    response = redirect(home_url(session), 303)
+    identity.set_browser_key(response, slug, key)
+    return response
 
 
 @bp.get("/s/<token>")
@@ -168,7 +215,8 @@ def instructions(token: str):
     session = load_session(token, write=request.method == "POST")
     if session.state not in ("assigned", "timed_out") or session.instructed_at is not None:
         return redirect(home_url(session), 303)
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD only read
+        record_page_view(session, "instructions")
         return _page("instructions.html", session)
     check_csrf(session.public_id)
     now = utcnow()
@@ -176,6 +224,16 @@ def instructions(token: str):
     session.touch(now)
     db.session.commit()
     return redirect(home_url(session), 303)
+
+
+def record_page_view(session: ParticipantSession, page: str) -> None:
+    """Store the server's time of a page shown (never on HEAD), committed at once in a statement of
+    its own: the page's read transaction stays a read, and the write lock is held only for it."""
+    if request.method != "GET":
+        return
+    with db.engine.connect() as conn:
+        single_statement(conn).execute(insert(PageView).values(session_id=session.id, page=page, at=utcnow()))
+        conn.commit()
 
 
 def trial_data(session: ParticipantSession, config: StudyConfig, answered: list[int]) -> dict:
@@ -218,6 +276,7 @@ def task(token: str):
     config = config_from_dict(session.study.config)
     missing = set(missing_trials(session))
     answered = [i for i in range(len(session.plan)) if i not in missing]
+    record_page_view(session, "task")
     return _page("task.html", session, config=config, data=trial_data(session, config, answered))
 
 
@@ -235,7 +294,7 @@ def withdraw(token: str):
     session = load_session(token, write=request.method == "POST")
     if "withdrawn" not in TRANSITIONS[session.state]:
         return redirect(home_url(session), 303)
-    if request.method == "GET":
+    if request.method != "POST":
         return _page("withdraw.html", session)
     check_csrf(session.public_id)
     session.move_to("withdrawn")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Callable
 
 from flask import Flask, Response, abort, current_app, request
 from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
@@ -35,10 +36,15 @@ def public_id_from_token(token: str) -> str | None:
         return None
 
 
-def participant_hash(panel: str, raw_id: str) -> str:
-    """Pseudonymous participant id: a keyed hash of the panel id, stable across studies."""
-    digest = hmac.new(_key("participant-id"), f"{panel}:{raw_id}".encode(), hashlib.sha256).hexdigest()
-    return "p_" + digest[:24]
+def participant_hash(identity: str) -> str:
+    """Pseudonymous participant id: a keyed hash of the person's normalised panel id
+    (study.panels.identity), stable across studies and the same on every panel."""
+    return "p_" + keyed_hash("participant-id", identity)[:24]
+
+
+def keyed_hash(purpose: str, value: str) -> str:
+    """A value the database may hold without revealing it (an address, a submission id)."""
+    return hmac.new(_key(purpose), value.encode(), hashlib.sha256).hexdigest()
 
 
 def session_mark(slug: str, kind: str) -> str:
@@ -72,6 +78,10 @@ def check_csrf(binding: str) -> None:
         abort(400, "This form has expired or did not come from this page. Go back, reload the page and try again.")
 
 
+# Scripts, styles and images only from this site; the trial data is a JSON <script> block, which
+# browsers never execute. Forms may post here and to MTurk's externalSubmit (the completion form).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; "
+       "form-action 'self' https://www.mturk.com https://workersandbox.mturk.com; ")
 # Participant pages must load inside MTurk's iframe (ExternalQuestion); nothing else may be framed
 # (the dashboard least of all: framing is how clickjacking works).
 MTURK_FRAME_ANCESTORS = "frame-ancestors 'self' https://www.mturk.com https://workersandbox.mturk.com"
@@ -80,12 +90,28 @@ PARTICIPANT_BLUEPRINTS = ("participant", "api")
 
 def _security_headers(response: Response) -> Response:
     if request.blueprint in PARTICIPANT_BLUEPRINTS:
-        response.headers["Content-Security-Policy"] = MTURK_FRAME_ANCESTORS
+        response.headers["Content-Security-Policy"] = CSP + MTURK_FRAME_ANCESTORS
     else:
-        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        response.headers["Content-Security-Policy"] = CSP + "frame-ancestors 'none'"
         response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # Session and dashboard URLs carry tokens: never leak them to another site.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if request.path.startswith(("/s/", "/study/", "/admin")):
+        response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def from_proxies(direct: Callable, proxied: Callable, addresses: set[str]) -> Callable:
+    """WSGI: `proxied` (which reads X-Forwarded-*) for requests from a proxy's address, `direct`
+    for everyone else, whose forwarded headers are dropped unread."""
+    def app(environ: dict, start_response: Callable):
+        if environ.get("REMOTE_ADDR") in addresses:
+            return proxied(environ, start_response)
+        for name in [k for k in environ if k.startswith("HTTP_X_FORWARDED_") or k == "HTTP_FORWARDED"]:
+            del environ[name]
+        return direct(environ, start_response)
+    return app
 
 
 def install_security_headers(app: Flask) -> None:

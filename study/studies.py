@@ -1,13 +1,23 @@
-"""Creating a study from a config and a stimulus set (the `create-study` command's work)."""
+"""Creating a study from a config and a stimulus set (the `create-study` command's work).
+
+The images are copied into the study's own storage (the database), so the set's folder can
+change or go away afterwards. Only plain files inside the set are read: a symlink (which could
+point at any file the server may read, to be served to participants) or a path leading out of
+the folder is refused, and so is a file that does not decode as the PNG the manifest declares.
+"""
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from sqlalchemy import select
 
-from contracts import load_stimulus_set
+from contracts import ContractError, load_stimulus_set
+from study.auth import grant
 from study.config import StudyConfig
 from study.db import db
 from study.design import Design, build_design
@@ -19,13 +29,36 @@ class StudyExists(ValueError):
     pass
 
 
-def create_study(config: StudyConfig, stimuli_dir: str | Path) -> tuple[Study, Design]:
-    """Validate the set (schema and every image hash), cut it into lists, store it all at once.
+def read_image(stimuli_dir: Path, file: str) -> bytes:
+    """The bytes of one image of the set; ContractError unless it is a plain PNG file inside it."""
+    path, root = stimuli_dir / file, stimuli_dir.resolve()
+    for part in [path, *path.parents]:
+        if part == stimuli_dir:
+            break
+        if part.is_symlink():
+            raise ContractError(str(stimuli_dir), [f"{file}: {part.relative_to(stimuli_dir)} is a symbolic link; "
+                                                   "copy the image into the set"])
+    if not path.resolve().is_relative_to(root) or not path.is_file():
+        raise ContractError(str(stimuli_dir), [f"{file}: not a file inside the stimulus set"])
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ContractError(str(stimuli_dir), [f"{file}: not a valid PNG image"]) from None
+    return data
 
-    Raises contracts.ContractError, design.DesignError or StudyExists; nothing is written then.
+
+def create_study(config: StudyConfig, stimuli_dir: str | Path, owner: str | None = None) -> tuple[Study, Design]:
+    """Validate the set (schema, every image hash, every image a PNG file of the set), cut it into
+    lists, store it all at once; `owner` (a researcher's name) gets the owner role.
+
+    Raises contracts.ContractError, design.DesignError, StudyExists or auth.AccountError; nothing
+    is written then.
     """
     stimuli_dir = Path(stimuli_dir)
     manifest = load_stimulus_set(stimuli_dir)
+    images = {s["file"]: read_image(stimuli_dir, s["file"]) for s in manifest["stimuli"]}
     design = build_design(manifest, config)
     if db.session.scalar(select(Study.id).where(Study.slug == config.id)) is not None:
         raise StudyExists(f"a study with id {config.id!r} already exists; give the config another id")
@@ -41,7 +74,7 @@ def create_study(config: StudyConfig, stimuli_dir: str | Path) -> tuple[Study, D
     for s in manifest["stimuli"]:
         by_key[s["id"]] = Stimulus(
             study=study, key=s["id"], public_id=secrets.token_hex(16), file=s["file"], sha256=s["sha256"],
-            image=(stimuli_dir / s["file"]).read_bytes(), source_id=s["source_id"], condition=s["condition"],
+            image=images[s["file"]], source_id=s["source_id"], condition=s["condition"],
             role=s["role"], model_id=s["model_id"], attack=s["attack"]["name"] if s["attack"] else None,
             true_label=s["true_label"], target_label=s["target_label"],
             norm_l0=s["norms"]["l0"], norm_l2=s["norms"]["l2"], norm_linf=s["norms"]["linf"], attributes=s,
@@ -52,5 +85,7 @@ def create_study(config: StudyConfig, stimuli_dir: str | Path) -> tuple[Study, D
         db.session.add(AssignmentList(study=study, position=position, name=f"list-{position:02d}",
                                       stimulus_ids=[by_key[k].id for k in keys]))
     open_study(study, "cli")  # a new study opens at once, frozen as it was stored
+    if owner is not None:
+        grant(study, owner, "owner", "cli")
     db.session.commit()
     return study, design

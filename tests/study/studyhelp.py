@@ -27,6 +27,10 @@ BASE_CONFIG: dict[str, Any] = {
     "trials_per_participant": 3, "tasks": ["label", "rate"], "catch_rate": 0.25, "practice_trials": 2, "lease_minutes": 30,
     "texts": {"consent": "Consent text.\n\nSecond paragraph.", "instructions": "Do the task.", "debrief": "Thanks."},
     "completion": {"code": "CODE-OK", "declined_code": "CODE-NO", "screened_out_code": "CODE-OUT"},
+    # The tests' participants all come from 127.0.0.1 at machine speed, most by the plain link:
+    # admission control and the too-fast screening have their own tests (test_security*.py).
+    "admission": {"anonymous_link": True, "new_sessions_per_address_per_hour": 10_000, "new_sessions_per_minute": 10_000},
+    "min_seconds_per_answer": 0,
 }
 
 

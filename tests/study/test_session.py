@@ -3,6 +3,7 @@ PostgreSQL: storage, validation, state machine, the responses_long view and its 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pandas as pd
@@ -59,7 +60,7 @@ def post_answer(bot: Participant, payload, content_type="application/json"):
 def good(bot: Participant, index: int, **changes):
     trial = bot.data["trials"][index]
     payload = {"client_id": uuid.uuid4().hex, "trial_index": index, "stimulus": trial["stimulus"],
-               "response": 3, "rt_ms": 812.5, "presented_at": 1.7e12, "responded_at": 1.7e12 + 812.5}
+               "response": 3, "rt_ms": 812.5, "presented_at": time.time() * 1000, "responded_at": time.time() * 1000 + 812.5}
     return {**payload, **changes}
 
 

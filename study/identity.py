@@ -1,0 +1,77 @@
+"""Who may re-enter a participant's session by panel id.
+
+A panel id (a Prolific PID, an MTurk worker id, a plain link's `participant=`) is not a secret:
+others may know or guess it. So it finds a session but does not open it. The browser that starts
+a session gets a random key in an HttpOnly cookie (only its hash is stored); re-entering by panel
+id opens the session only
+
+- in a browser holding that cookie (a refresh, a closed tab, a crash: the participant's own
+  browser), or
+- with the panel's id of this very submission (Prolific's SESSION_ID, MTurk's assignmentId),
+  which only the participant's own link carries; this is how MTurk's iframe, where third-party
+  cookies may be blocked, and a switch of device find their session.
+
+Anyone else is shown "already open in another browser", and the refusal is logged (arrivals page,
+audit log). A session that cannot be taken over in someone's name is not held against them
+either: one that was declined, or that never got past consent within its short start lease, is
+replaced by the next arrival's own consent, so a guesser who arrives first with someone's id
+blocks them for minutes at most and cannot decline for them.
+
+The session token in /s/<token> URLs stays the key to the session itself, so a refresh, the back
+button and the plain link's resume offer (study/static/resume.js) work without the cookie.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+import secrets
+
+from flask import Response, request
+
+from study.models import ParticipantSession
+from study.panels import Entry
+from study.security import keyed_hash
+
+COOKIE_MAX_AGE_S = 60 * 24 * 3600
+
+
+def cookie_name(slug: str) -> str:
+    return f"study_key_{slug}"
+
+
+def new_browser_key() -> tuple[str, str]:
+    """(the cookie's value, the hash stored with the session)."""
+    key = secrets.token_urlsafe(32)
+    return key, hashlib.sha256(key.encode()).hexdigest()
+
+
+def submission_hash(entry: Entry) -> str | None:
+    return keyed_hash("submission", entry.submission) if entry.submission else None
+
+
+def set_browser_key(response: Response, slug: str, key: str) -> None:
+    # SameSite=None (HTTPS only) lets MTurk's cross-site iframe send it where the browser allows
+    # third-party cookies; without HTTPS, Lax. The path keeps it off every other request.
+    production = os.environ.get("STUDY_ENV") == "production"
+    response.set_cookie(cookie_name(slug), key, max_age=COOKIE_MAX_AGE_S, path=f"/study/{slug}", httponly=True,
+                        secure=production, samesite="None" if production else "Lax")
+
+
+def is_owner(session: ParticipantSession, entry: Entry, slug: str) -> bool:
+    """Does this request come from the session's own browser, or carry its submission id?"""
+    key = request.cookies.get(cookie_name(slug))
+    if key and session.browser_key_hash and hmac.compare_digest(
+            hashlib.sha256(key.encode()).hexdigest(), session.browser_key_hash):
+        return True
+    given = submission_hash(entry)
+    return bool(given and session.submission_hash and hmac.compare_digest(given, session.submission_hash))
+
+
+def replaceable(session: ParticipantSession, now: dt.datetime) -> bool:
+    """A session someone else's consent may replace: declined, or never started within its lease."""
+    if session.state == "declined":
+        return True
+    not_started = session.instructed_at is None and session.state in ("consented", "assigned", "timed_out")
+    return not_started and (session.lease_expires_at is None or session.lease_expires_at < now)
