@@ -133,8 +133,9 @@ def _validated(payload: Any, session_id: int, plan: list[list[Any]], study: Stud
         raise AnswerError(422, "; ".join([f"unknown field(s): {', '.join(sorted(unknown))}"] * bool(unknown)
                                          + [f"missing field(s): {', '.join(sorted(missing))}"] * bool(missing)))
     client_id, index, response, rt = payload["client_id"], payload["trial_index"], payload["response"], payload["rt_ms"]
-    if not isinstance(client_id, str) or not 8 <= len(client_id) <= 64:
-        raise AnswerError(422, "client_id must be a string of 8 to 64 characters")
+    # isprintable() refuses NUL and lone surrogates, which PostgreSQL cannot store.
+    if not isinstance(client_id, str) or not 8 <= len(client_id) <= 64 or not client_id.isprintable():
+        raise AnswerError(422, "client_id must be a string of 8 to 64 printable characters")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(plan):
         raise AnswerError(422, f"trial_index must be a whole number from 0 to {len(plan) - 1} for this session")
     stimulus_pk, task, block, is_catch = plan[index]

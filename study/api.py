@@ -31,7 +31,10 @@ def json_error(exc: HTTPException):
 def json_body() -> Any:
     if not request.is_json:
         abort(415, "send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # thousands of nested brackets: no answer looks like that
+        body = None
     if body is None:
         abort(400, "the body is not valid JSON")
     return body

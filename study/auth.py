@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import math
 import os
 import re
@@ -144,8 +145,9 @@ def admin_required(view: Callable) -> Callable:
 
 
 def _keys(username: str) -> dict[str, str]:
-    address = request.remote_addr or "?"
-    return {"pair": f"pair:{username[:64]}|{address}"[:200], "ip": f"ip:{address}"[:200]}
+    # The name as typed may hold anything (a NUL byte, which PostgreSQL cannot store): its hash.
+    address, name = request.remote_addr or "?", hashlib.sha256(username.encode(errors="replace")).hexdigest()[:32]
+    return {"pair": f"pair:{name}|{address}"[:200], "ip": f"ip:{address}"[:200]}
 
 
 def _wait(keys: dict[str, str], now: dt.datetime) -> float:

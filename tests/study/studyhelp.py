@@ -63,10 +63,11 @@ def make_app(database_url: str, stimset: Path):
 
 @contextlib.contextmanager
 def study_server(database_url: str, config_path: Path | None, stimset: Path | None, workers: int = 2,
-                 port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+                 port: int | None = None, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """gunicorn in its own process group, so a test can SIGKILL master and workers at once.
-    With a config, the database is created and the study made first; without, it is reused."""
-    env = {**os.environ, "STUDY_DATABASE_URL": database_url, "STUDY_SECRET_KEY": "test-secret"}
+    With a config, the database is created and the study made first; without, it is reused.
+    `env` adds to the server's environment (e.g. STUDY_ENV=production)."""
+    env = {**os.environ, "STUDY_DATABASE_URL": database_url, "STUDY_SECRET_KEY": "test-secret", **(env or {})}
     if config_path is not None:
         with app_with_study(database_url, load_config(config_path), stimset).app_context():
             db.engine.dispose()  # the server must not share this process's connections
