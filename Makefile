@@ -8,12 +8,17 @@ STAMP   := $(VENV)/.installed
 # other tests); passive waiting made the engine tests ~10x faster on a loaded 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test system-deps bench lock clean
+.PHONY: setup demo test system-deps bench lock clean audit
+
+# The pip setup installs first (a venv's bundled pip is whatever the Python came with); the
+# dependency audit checks this pin too.
+PIP_VERSION := 26.3
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[all]"
 	# torchattacks is a test-only peer; --no-deps keeps it from replacing our CPU torch.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt torchattacks
@@ -34,6 +39,10 @@ node_modules/axe-core:
 
 system-deps:
 	bash scripts/ensure-system-deps.sh
+
+## Pinned packages against the vendored advisories (security/advisories.json); fails on a match.
+audit: setup
+	$(BIN)/python scripts/audit_deps.py
 
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -245,6 +245,9 @@ def served(database_url: str, workdir: Path) -> Iterator[str]:
     config = workdir / "bench.toml"
     config.write_text(
         'id = "bench"\ntitle = "Benchmark"\ntarget_participants = 100000\npractice_trials = 0\ncatch_rate = 0\n'
+        # The load generator's participants all arrive from 127.0.0.1 by the plain link, at once.
+        'min_seconds_per_answer = 0\n[admission]\nanonymous_link = true\nnew_sessions_per_address_per_hour = 1000000\n'
+        'new_sessions_per_minute = 1000000\n'
         '[texts]\nconsent = "c"\ninstructions = "i"\ndebrief = "d"\n[completion]\ncode = "OK"\ndeclined_code = "NO"\n')
     for args in (["init-db"], ["create-study", str(config), "--stimuli", str(stimuli)]):
         subprocess.run([str(BIN / "flask"), "--app", "study", *args], env=env, check=True, capture_output=True)

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from typing import Callable
 
 from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
@@ -78,12 +79,24 @@ def create_admin(username: str, password: str) -> AdminUser:
     return user
 
 
-def current_user() -> AdminUser | None:
-    """The logged-in researcher, if the cookie's login is still current (checked per request)."""
+@dataclass(frozen=True)
+class Login:
+    id: int
+    username: str
+
+
+def current_user() -> Login | None:
+    """The logged-in researcher, if the cookie's login is still current (checked per request).
+
+    Read on a connection of its own, so the request's transaction has not begun when a view
+    declares a write (study.db.begin_write)."""
     if "admin_user" not in g:
-        name, version = session.get("admin"), session.get("version")
-        user = db.session.scalar(select(AdminUser).where(AdminUser.username == name)) if isinstance(name, str) else None
-        g.admin_user = user if user is not None and user.session_version == version else None
+        name, version, found = session.get("admin"), session.get("version"), None
+        if isinstance(name, str):
+            with db.engine.connect() as conn:
+                found = conn.execute(select(AdminUser.id, AdminUser.username).where(
+                    AdminUser.username == name, AdminUser.session_version == version)).first()
+        g.admin_user = Login(*found) if found else None
     return g.admin_user
 
 
@@ -104,7 +117,7 @@ def check_admin_csrf() -> None:
     check_csrf(_login_binding())
 
 
-def role_of(study: Study, user: AdminUser | None = None) -> str | None:
+def role_of(study: Study, user: Login | None = None) -> str | None:
     user = user or current_user()
     if user is None:
         return None
