@@ -23,6 +23,7 @@ def test_login_watch_bots_and_export(page, stimset, tmp_path):
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "test-secret"})
     with study_server(url, write_config(tmp_path / "study.toml"), stimset) as (base, _proc):
         assert app.test_cli_runner().invoke(args=["create-admin", "ada", "--password", PASSWORD]).exit_code == 0
+        assert app.test_cli_runner().invoke(args=["grant", "ada", "test-study", "owner"]).exit_code == 0
 
         page.goto(f"{base}/admin/study/test-study/export/responses.csv?include=bots")
         assert page.locator("h1").inner_text() == "Researcher login"  # anonymous: the login page, no data
