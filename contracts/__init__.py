@@ -134,6 +134,7 @@ def validate_responses_frame(frame: "pandas.DataFrame") -> "pandas.DataFrame":  
     missing = [c for c in schema["required"] if c not in frame.columns]
     if missing:
         raise ContractError("responses table", [f"missing column(s): {', '.join(missing)}"])
+    props = {c: spec for c, spec in props.items() if c in frame.columns}  # optional columns may be absent
     df = frame[list(props)].copy()
     problems: list[str] = []
 

@@ -1,9 +1,14 @@
 """The README's first command (`make demo`): the whole pipeline on the embedded data.
 
-engine generate-stimuli → create and open a study → serve it with gunicorn → (first run)
-simulated participants → export → python analysis/report.py → print the URLs → serve until
+engine generate-stimuli → create and open a study → serve it with gunicorn behind nginx → (first
+run) simulated participants → export → python analysis/report.py → print the URLs → serve until
 Ctrl-C. Every stage is the command a user would type; a stage whose output exists is skipped,
 so a second run reaches the serving state in seconds.
+
+nginx faces the clients, as in deploy/: it reads each request whole before passing it on, so a
+client that stalls mid-request (a phone losing signal mid-POST) holds an nginx connection, not one
+of gunicorn's few workers. Without nginx on the machine the demo serves on gunicorn directly and
+says so.
 
 Environment: DEMO_OUT (default runs/demo), DEMO_PORT (8000), DEMO_SERVE=0 to exit instead of
 serving, DEMO_SIMULATE=N bots on the first run (default 24, 0 for none), DEMO_GENERATE_ARGS: extra
@@ -14,7 +19,9 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,26 +75,110 @@ def study_id() -> str:
     return tomllib.loads(STUDY_CONFIG.read_text())["id"]
 
 
-def start_server(env: dict[str, str]) -> subprocess.Popen:
-    cmd = [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{PORT}",
-           "--workers", "2", "--access-logfile", str(OUT / "access.log"), "study:create_app()"]
-    print(f"\n== Study: serving\n$ {shlex.join(cmd)}", flush=True)
-    server = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
+NGINX_CONF = """\
+# Written by scripts/demo.py for one demo folder; nginx runs unprivileged from it.
+daemon off;
+worker_processes 1;
+pid {out}/nginx.pid;
+error_log {out}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {out}/access.log;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    scgi_temp_path {tmp}/scgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    # Bodies are small (the app refuses more than 64 KB): kept in memory, passed on only when whole.
+    client_max_body_size 64k;
+    client_body_buffer_size 64k;
+    # A client that stops sending is dropped after these, without ever reaching gunicorn.
+    client_header_timeout 15s;
+    client_body_timeout 15s;
+    send_timeout 30s;
+    upstream study_app {{
+        server 127.0.0.1:{app_port};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://study_app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+"""
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_served(url: str, procs: list[subprocess.Popen], what: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"demo: gunicorn exited with {server.returncode}; is port {PORT} in use? Set DEMO_PORT.")
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"demo: {what} exited with {proc.returncode}; is port {url.split(':')[-1].split('/')[0]} "
+                                 "in use? Set DEMO_PORT.")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=2):
-                return server
+            with urllib.request.urlopen(url, timeout=2):
+                return
         except OSError:
             time.sleep(0.2)
-    raise SystemExit(f"demo: the server did not answer on port {PORT} within 30 s")
+    raise SystemExit(f"demo: {url} did not answer within 30 s")
 
 
-def stop_server(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+def start_server(env: dict[str, str], out: Path, port: int) -> list[subprocess.Popen]:
+    """gunicorn, behind nginx on `port` when nginx is installed; returns the processes (front first)."""
+    nginx = find_nginx()
+    app_port = free_port() if nginx else port
+    cmd = [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{app_port}", "--workers", "2",
+           *([] if nginx else ["--access-logfile", str(out / "access.log")]), "study:create_app()"]
+    print(f"\n== Study: serving\n$ {shlex.join(cmd)}", flush=True)
+    # Behind nginx the client's address comes from X-Forwarded-For (the login rate limit counts by it).
+    app = subprocess.Popen(cmd, cwd=REPO, env={**env, "STUDY_TRUSTED_PROXIES": "1"} if nginx else env,
+                           start_new_session=True)
+    procs = [app]
+    try:
+        wait_until_served(f"http://127.0.0.1:{app_port}/healthz", procs, "gunicorn")
+        if nginx is None:
+            print("demo: nginx not found, so gunicorn faces the clients directly: a few stalled clients can hold all of its "
+                  "workers. Install it (bash scripts/ensure-system-deps.sh, or apt-get install nginx-light) to serve "
+                  "through nginx.", flush=True)
+            return procs
+        tmp = out / "nginx-tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        conf = out / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(out=out, tmp=tmp, port=port, app_port=app_port))
+        front = [nginx, "-p", str(out), "-c", str(conf), "-e", str(out / "nginx-error.log")]
+        print(f"$ {shlex.join(front)}", flush=True)
+        procs.insert(0, subprocess.Popen(front, cwd=out, start_new_session=True))
+        wait_until_served(f"http://127.0.0.1:{port}/healthz", procs, "nginx")
+    except BaseException:
+        stop_server(procs)
+        raise
+    return procs
+
+
+def stop_server(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.wait(timeout=30)
 
 
 def main() -> int:
@@ -105,7 +196,7 @@ def main() -> int:
     once("study", "Study: create and open the study", [*flask, "create-study", str(STUDY_CONFIG), "--stimuli", str(stimuli)], env)
     once("admin", "Study: a dashboard login (user 'demo')", [*flask, "create-admin", "demo"], env)
 
-    server = start_server(env)
+    server = start_server(env, OUT, PORT)
     try:
         if SIMULATE and not (OUT / ".done-report").exists():
             once("simulate", f"Participants: {SIMULATE} simulated participants through the real HTTP flow",
@@ -126,14 +217,12 @@ def main() -> int:
             print("DEMO_SERVE=0: stopping the server. Demo finished.")
             return 0
         print("Serving until Ctrl-C.", flush=True)
-        server.wait()
-        return server.returncode
+        return server[-1].wait()  # gunicorn
     except KeyboardInterrupt:
         print("\nStopped. Demo finished.")
         return 0
     finally:
-        if server.poll() is None:
-            stop_server(server)
+        stop_server(server)
 
 
 if __name__ == "__main__":

@@ -68,15 +68,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)
 
-    from study import api, arrivals, auth, cli, dashboard, participant, views
+    from study import api, arrivals, auth, cli, dashboard, health, heartbeat, participant, views
     from study.security import install_security_headers
 
     app.register_blueprint(views.bp)
     app.register_blueprint(participant.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(heartbeat.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(arrivals.bp)
     install_security_headers(app)
+    health.install(app)
     cli.register(app)
     return app

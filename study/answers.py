@@ -28,6 +28,7 @@ from sqlalchemy import bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from study.db import begin_write, db, single_statement
+from study.leases import resume
 from study.models import Answer, ParticipantSession, Stimulus, Study, transition
 
 ANSWERABLE_STATES = ("instructed", "in_task", "timed_out")
@@ -45,6 +46,13 @@ class AnswerError(ValueError):
     def __init__(self, status: int, message: str):
         self.status = status
         super().__init__(message)
+
+
+class PlaceLost(AnswerError):
+    """The session's lease ran out and its place went to someone else (study.leases)."""
+
+    def __init__(self) -> None:
+        super().__init__(409, "your time for this study ran out and your place went to another participant")
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,12 @@ def _record_in_transaction(public_id: str, payload: Any, now: dt.datetime
     if found is None:
         raise LookupError(public_id)
     session = SessionRow(*found)
+    if session.state == "timed_out":
+        if not resume(db.session.get(ParticipantSession, session.id), now):
+            raise PlaceLost
+        session = SessionRow(session.id, session.study_id, *db.session.execute(
+            select(ParticipantSession.state, ParticipantSession.catch_failed, ParticipantSession.last_seen_at)
+            .where(ParticipantSession.id == session.id)).one())
     if session.state not in ANSWERABLE_STATES:
         raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
     study = study_facts(session.study_id)

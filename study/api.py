@@ -13,9 +13,10 @@ from flask import Blueprint, abort, jsonify, request, url_for
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from study.answers import ANSWERABLE_STATES, AnswerError, missing_trials, record_answer
+from study.answers import ANSWERABLE_STATES, AnswerError, PlaceLost, missing_trials, record_answer
 from study.config import StudyConfig, config_from_dict
 from study.db import db, utcnow
+from study.leases import resume
 from study.models import Answer, ParticipantSession
 from study.participant import home_url, load_session, page_url
 from study.security import public_id_from_token, session_token
@@ -54,6 +55,8 @@ def answers(token: str):
         db.session.rollback()
         state = db.session.scalar(select(ParticipantSession.state).where(ParticipantSession.public_id == public_id))
         ended = {"next": page_url(public_id, state)} if state not in ANSWERABLE_STATES else {}
+        if isinstance(exc, PlaceLost):
+            ended = {"next": url_for("participant.ended", token=session_token(public_id))}
         return jsonify(error=str(exc), **ended), exc.status
     body = {"ok": True, "trial_index": payload["trial_index"], "duplicate": not created}
     if state not in ANSWERABLE_STATES:  # e.g. screened out by this answer
@@ -67,6 +70,8 @@ def complete(token: str):
     json_body()
     session = load_session(token, write=True)
     if session.state != "completed":
+        if session.state == "timed_out" and not resume(session, utcnow()):  # never a second paid completion
+            return jsonify(error=str(PlaceLost()), next=home_url(session)), 409
         if session.state not in ANSWERABLE_STATES:
             return jsonify(error=f"this session is {session.state.replace('_', ' ')}", next=home_url(session)), 409
         missing = missing_trials(session)

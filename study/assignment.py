@@ -60,6 +60,15 @@ def places_taken(study_id: int, now: dt.datetime) -> int:
                                                                          ~ps.is_bot, ~ps.is_pilot))
 
 
+def serialise_assigners(study_id: int) -> None:
+    """Make the caller's write transaction the only one handing out places of this study. SQLite
+    needs nothing more than its BEGIN IMMEDIATE (study.db.begin_write)."""
+    if db.engine.dialect.name == "postgresql":
+        # FOR NO KEY UPDATE: serialises assigners without blocking the foreign-key checks of
+        # concurrent answer inserts (which take KEY SHARE locks on the same row).
+        db.session.execute(select(Study.id).where(Study.id == study_id).with_for_update(key_share=True))
+
+
 def assign(session: ParticipantSession, study: Study, now: dt.datetime) -> None:
     """Give a consented session its list, seed and trial plan. Call inside a write transaction
     (study.db.begin_write) before the new session is added to it (so the lock comes before the
@@ -67,10 +76,7 @@ def assign(session: ParticipantSession, study: Study, now: dt.datetime) -> None:
 
     Raises StudyFull when completed plus active real sessions already reach the target.
     """
-    if db.engine.dialect.name == "postgresql":
-        # FOR NO KEY UPDATE: serialises assigners without blocking the foreign-key checks of
-        # concurrent answer inserts (which take KEY SHARE locks on the same row).
-        db.session.execute(select(Study.id).where(Study.id == study.id).with_for_update(key_share=True))
+    serialise_assigners(study.id)
     expire_leases(study.id, now)
     counts = list_counts(study.id, bool(session.is_bot), bool(session.is_pilot))
     if not (session.is_bot or session.is_pilot) and sum(counts.values()) >= study.target_participants:

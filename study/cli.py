@@ -23,6 +23,7 @@ from study.db import db, utcnow
 from study.design import DesignError
 from study.models import CONDITIONS, ROLES, Study
 from study.security import session_mark
+from study.driver import DEFAULT_RETRY_FOR
 from study.simulate import AnswerModel, simulate, study_stimuli, summary
 from study.auth import AccountError, create_admin, grant
 from study.backup import BackupError, backup, default_path
@@ -128,8 +129,11 @@ def _default_study(slug: str | None) -> str:
 @click.option("--image-sd", default=0.0, type=click.FloatRange(0, 10), help="Image variability (logit / scale points).")
 @click.option("--careless", default=0.0, type=click.FloatRange(0, 1), help="Share of bots answering at chance (failing catch trials).")
 @click.option("--dropout", default=0.0, type=click.FloatRange(0, 1), help="Share of bots that abandon at a random trial.")
+@click.option("--retry-for", default=DEFAULT_RETRY_FOR, show_default=True, type=click.FloatRange(0, 24 * 3600),
+              help="Seconds a bot keeps retrying an unreachable server or a 5xx before it gives up.")
 def simulate_command(url: str, slug: str | None, participants: int, concurrency: int, seed: int, accuracy: tuple[str, ...],
-                     rating: tuple[str, ...], participant_sd: float, image_sd: float, careless: float, dropout: float) -> None:
+                     rating: tuple[str, ...], participant_sd: float, image_sd: float, careless: float, dropout: float,
+                     retry_for: float) -> None:
     """Drive simulated participants (flagged as bots) through a running study over HTTP.
 
     Run it with the server's STUDY_SECRET_KEY (it signs the bot flag) and, for per-condition
@@ -149,13 +153,18 @@ def simulate_command(url: str, slug: str | None, participants: int, concurrency:
     if model.needs_conditions and not stimuli:
         raise click.ClickException(f"study {slug!r} is not in this app's database, so the bots cannot tell conditions "
                                    "apart: run with the server's STUDY_DATABASE_URL, or drop --accuracy/--rating")
+    # The bots talk HTTP only: hand this process's connection back now, so that a database restart
+    # during the run cannot surface here (it once ended the command in a psycopg AdminShutdown).
+    db.session.remove()
+    db.engine.dispose()
     start = time.perf_counter()
-    results = simulate(url.rstrip("/"), slug, participants, session_mark(slug, "bot"), model, stimuli, concurrency, seed)
+    results = simulate(url.rstrip("/"), slug, participants, session_mark(slug, "bot"), model, stimuli, concurrency, seed,
+                       retry_for)
     click.echo(summary(results, time.perf_counter() - start))
-    failed = [r for r in results if r.outcome == "error"]
+    failed = [r for r in results if r.outcome in ("error", "stranded")]
     if failed:
         hint = " (is STUDY_SECRET_KEY the server's?)" if "mark parameter" in failed[0].error else ""
-        raise click.ClickException(f"{len(failed)} bot(s) failed; first: {failed[0].error}{hint}")
+        raise click.ClickException(f"{len(failed)} bot(s) did not finish; first: {failed[0].error}{hint}")
 
 
 @click.command("open")

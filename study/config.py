@@ -50,6 +50,8 @@ class Completion:
     declined_code: str
     screened_out_code: str = ""
     withdrawn_code: str = ""  # empty: a withdrawing participant gets no code (and no panel redirect)
+    # Came back after the lease ran out and found the place given to someone else (study.leases).
+    timed_out_code: str = ""
     # Finished, but failed at least this many catch trials (0 = never): the panel gets this code
     # instead of `code`, so the researcher can tell such submissions apart when approving them.
     failed_checks_after: int = 0
@@ -92,6 +94,9 @@ class StudyConfig:
     practice_trials: int = 3
     break_every: int = 0  # offer a break after this many images; 0 = never
     lease_minutes: float = 30.0
+    # Places beyond target_participants that participants returning after their lease ran out may
+    # take (study.leases); 0: a returner whose place was given away is turned away, never paid twice.
+    overfill_places: int = 0
     screen_out_after_catch_failures: int = 0  # 0 = never screen out
     seed: int = 0  # fixes how sources are split into lists
     label_question: str = "Which digit is this?"
@@ -109,8 +114,8 @@ class StudyConfig:
 
 
 _TOP = {"id", "title", "estimated_minutes", "target_participants", "trials_per_participant", "conditions", "tasks",
-        "catch_rate", "practice_trials", "break_every", "lease_minutes", "screen_out_after_catch_failures", "seed",
-        "texts", "label", "rate", "completion", "panels", "payment", "admission", "min_seconds_per_answer",
+        "catch_rate", "practice_trials", "break_every", "lease_minutes", "overfill_places", "screen_out_after_catch_failures",
+        "seed", "texts", "label", "rate", "completion", "panels", "payment", "admission", "min_seconds_per_answer",
         "keep_panel_ids_days"}
 
 
@@ -138,8 +143,8 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     problems += _unknown(texts, {"consent", "instructions", "debrief", "preview"}, "texts.")
     problems += _unknown(label, {"question"}, "label.")
     problems += _unknown(rate, {"question", "min", "max", "anchors"}, "rate.")
-    problems += _unknown(completion, {"code", "declined_code", "screened_out_code", "withdrawn_code", "failed_checks_after",
-                                      "failed_checks_code"}, "completion.")
+    problems += _unknown(completion, {"code", "declined_code", "screened_out_code", "withdrawn_code", "timed_out_code",
+                                      "failed_checks_after", "failed_checks_code"}, "completion.")
     problems += _unknown(payment, {"currency", "base", "bonus_per_correct_label"}, "payment.")
     problems += _unknown(admission, {f.name for f in dataclasses.fields(Admission)}, "admission.")
     _typed(admission, "anonymous_link", bool, problems, "admission.")
@@ -168,7 +173,7 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     for key in ("code", "declined_code"):
         if not isinstance(completion.get(key), str) or not completion[key].strip():
             problems.append(f"completion.{key} is required (a non-empty string)")
-    for key in ("screened_out_code", "withdrawn_code", "failed_checks_code"):
+    for key in ("screened_out_code", "withdrawn_code", "timed_out_code", "failed_checks_code"):
         _typed(completion, key, str, problems, "completion.")
     failed_after = _typed(completion, "failed_checks_after", int, problems, "completion.")
     if failed_after and not completion.get("failed_checks_code"):
@@ -186,11 +191,11 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
         problems.append("payment.currency must be a three-letter currency code such as GBP or USD")
 
     ints = {k: _typed(raw, k, int, problems) for k in ("estimated_minutes", "target_participants", "trials_per_participant",
-                                                        "practice_trials", "break_every", "screen_out_after_catch_failures", "seed")}
+                                                        "practice_trials", "break_every", "overfill_places", "screen_out_after_catch_failures", "seed")}
     for k in ("estimated_minutes", "target_participants", "trials_per_participant"):
         if ints[k] is not None and ints[k] < 1:
             problems.append(f"{k} must be at least 1")
-    for k in ("practice_trials", "break_every", "screen_out_after_catch_failures"):
+    for k in ("practice_trials", "break_every", "overfill_places", "screen_out_after_catch_failures"):
         if ints[k] is not None and ints[k] < 0:
             problems.append(f"{k} must not be negative")
     catch_rate = _typed(raw, "catch_rate", (int, float), problems)

@@ -10,12 +10,16 @@ not apply to that case), which is how psiTurk-style code loses answers under loa
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import DeclarativeBase
 
-BUSY_TIMEOUT_MS = 20_000
+# How long a writer queues for SQLite's lock before its request answers 503 (study.health).
+BUSY_TIMEOUT_MS = int(os.environ.get("STUDY_SQLITE_BUSY_TIMEOUT_MS", "20000"))
+WAL_CHECKPOINT_PAGES = 200
+WAL_SIZE_LIMIT = 1 << 20
 
 
 class Base(DeclarativeBase):
@@ -48,6 +52,11 @@ def configure_engine(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Keep the WAL small (an answer adds ~10 KB of pages to it): checkpoint every ~0.8 MB
+        # instead of ~4 MB, and cut the file back after a checkpoint instead of keeping its
+        # high-water size, so a full disk recovers once a little space is freed (checkpoint_wal).
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -80,3 +89,16 @@ def single_statement(conn: Connection) -> Connection:
     if conn.dialect.name == "sqlite":
         return conn.execution_options(single_statement=True)  # _on_begin issues no BEGIN
     return conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def checkpoint_wal() -> None:
+    """Copy what the WAL holds into the database file now (SQLite; elsewhere nothing).
+
+    Called after a write failed: if the disk filled up, the next writer then starts the WAL
+    afresh, cut back to WAL_SIZE_LIMIT, so writes resume as soon as the database file has room,
+    without a restart. PASSIVE: it waits for no reader and no writer, copying what it can.
+    """
+    if db.engine.dialect.name != "sqlite":
+        return
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")

@@ -2,9 +2,12 @@
 completion) the way the browser page does, for tests and benchmarks.
 
 It keeps one keep-alive connection, gives each answer a client id once and reuses it on every
-retry (like the page's outbox), and retries through connection failures until `retry_for`
-seconds pass, so it survives a server restart. The researcher issue grows it into
-`flask --app study simulate`.
+retry (like the page's outbox), and is as patient as the page: a connection failure or a 5xx
+(a restart, a 502 from nginx, a 503 for a held lock) is retried with exponential back-off and
+jitter until `retry_for` seconds pass without a usable answer, so a bot survives a server or
+database restart. Every POST of the flow is safe to repeat (consent resumes the participant's
+session, an answer's client id makes its retry a no-op, completion is idempotent).
+`flask --app study simulate` runs many of these.
 """
 from __future__ import annotations
 
@@ -31,6 +34,26 @@ class DriverError(RuntimeError):
 
 class StudyFull(DriverError):
     pass
+
+
+class ServerUnavailable(DriverError):
+    """No usable answer (a connection or a 5xx) for `retry_for` seconds."""
+
+
+# Long enough to ride out a restart of gunicorn or PostgreSQL on these machines (a few seconds
+# to tens of seconds under load); the page retries for as long as it stays open.
+DEFAULT_RETRY_FOR = 120.0
+FIRST_RETRY_S = 0.1
+MAX_RETRY_S = 5.0
+
+
+def backoff(attempt: int, rng: random.Random, retry_after: str | None = None) -> float:
+    """Seconds to wait before retry number `attempt` (0-based): doubling from FIRST_RETRY_S up
+    to MAX_RETRY_S, with ±50% jitter so that bots cut off together do not return in step; a
+    server's Retry-After (seconds) is honoured up to the same cap."""
+    if retry_after and retry_after.strip().isdigit():
+        return min(float(retry_after), MAX_RETRY_S) * rng.uniform(1.0, 1.5)
+    return min(FIRST_RETRY_S * 2 ** attempt, MAX_RETRY_S) * rng.uniform(0.5, 1.5)
 
 
 @dataclass
@@ -67,7 +90,7 @@ class Participant:
     base_url: str
     study: str
     params: dict[str, str] = field(default_factory=dict)
-    retry_for: float = 30.0
+    retry_for: float = DEFAULT_RETRY_FOR
     seed: int | None = None
     client: Any = None  # a Flask test client to use instead of HTTP (in-process tests)
     token_path: str | None = None  # /s/<token>, known after consent
@@ -80,15 +103,18 @@ class Participant:
         self._host, self._port = parts.hostname, parts.port or 80
         self._conn: http.client.HTTPConnection | None = None
         self.rng = random.Random(self.seed)
+        self._jitter = random.Random()  # apart from self.rng, so retries never change a seeded bot's answers
 
     # --- transport ------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
-        """One request; reconnects and retries on connection errors (never on an HTTP status)."""
+        """One request; reconnects and retries on connection errors and 5xx replies until
+        `retry_for` seconds pass without a usable reply (then ServerUnavailable)."""
         if self.client is not None:
             resp = self.client.open(path, method=method, data=body, headers=headers or {})
             return Reply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.get_data())
-        deadline, delay = time.monotonic() + self.retry_for, 0.05
+        deadline, attempt = time.monotonic() + self.retry_for, 0
         while True:
+            retry_after, problem = None, ""
             try:
                 if self._conn is None:
                     self._conn = http.client.HTTPConnection(self._host, self._port, timeout=30)
@@ -97,13 +123,18 @@ class Participant:
                 reply = Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
                 if reply.headers.get("connection", "").lower() == "close":
                     self.close()
-                return reply
-            except (OSError, http.client.HTTPException):
+                if reply.status < 500:
+                    return reply
+                retry_after, problem = reply.headers.get("retry-after"), f"HTTP {reply.status}: {reply.message[:120]}"
+            except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServerUnavailable(f"{method} {path.split('?')[0]}: no usable reply for {self.retry_for:.0f} s "
+                                        f"(last: {problem})")
+            time.sleep(min(backoff(attempt, self._jitter, retry_after), left))
+            attempt += 1
 
     def close(self) -> None:
         if self._conn is not None:

@@ -22,13 +22,13 @@ TASKS = ("label", "rate")
 ACTIVE_STATES = ("assigned", "instructed", "in_task")
 STATES = ("consented", *ACTIVE_STATES, "completed", "declined", "withdrawn", "screened_out", "timed_out")
 # Only the server moves a session, and only along these edges. A timed-out participant who comes
-# back may carry on (late answers are kept and logged: the timed_out_at stamp stays).
+# back carries on only if their place is still free (study.leases); the timed_out_at stamp stays.
 TRANSITIONS: dict[str, set[str]] = {
     "consented": {"assigned", "withdrawn"},
     "assigned": {"instructed", "withdrawn", "timed_out"},
     "instructed": {"in_task", "completed", "withdrawn", "timed_out", "screened_out"},
     "in_task": {"completed", "withdrawn", "timed_out", "screened_out"},
-    "timed_out": {"instructed", "in_task", "completed", "withdrawn", "screened_out"},
+    "timed_out": {"assigned", "instructed", "in_task", "completed", "withdrawn", "screened_out"},
     "completed": {"withdrawn"},
     "screened_out": {"withdrawn"},
     "declined": set(),
@@ -167,6 +167,8 @@ class ParticipantSession(db.Model):
     withdrawn_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     screened_out_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     timed_out_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # When the participant last came back after a lease ran out and got their place back.
+    returned_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     # Joined: every participant request needs the study's config with the session.
     study: Mapped[Study] = relationship(lazy="joined")
@@ -279,3 +281,13 @@ class AuditEvent(db.Model):
     actor: Mapped[str] = mapped_column(String(80))  # "admin:<name>" or "cli"
     action: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class HealthProbe(db.Model):
+    """One row that /healthz rewrites unchanged: a write that fails (full disk, held lock,
+    read-only database) makes the readiness check fail, not only the participants' answers."""
+
+    __tablename__ = "health_probe"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime)  # when the row was made

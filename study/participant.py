@@ -19,6 +19,7 @@ from study.answers import ANSWERABLE_STATES, missing_trials
 from study.assignment import StudyFull, assign, places_taken
 from study.config import StudyConfig, config_from_dict
 from study.db import begin_write, db, single_statement, utcnow
+from study.leases import place_free, resume
 from study.lifecycle import audit
 from study.models import TRANSITIONS, PageView, ParticipantSession, Stimulus, Study
 from study.panels import Entry, EntryError, completion_target, parse_entry
@@ -53,6 +54,8 @@ def load_session(token: str, write: bool = False) -> ParticipantSession:
 
 def home_url(session: ParticipantSession) -> str:
     """The page the session's state calls for."""
+    if session.state == "timed_out" and not place_free(session, utcnow()):
+        return url_for("participant.ended", token=session_token(session.public_id))  # study.leases
     return page_url(session.public_id, session.state, instructed=session.instructed_at is not None)
 
 
@@ -220,6 +223,8 @@ def instructions(token: str):
         return _page("instructions.html", session)
     check_csrf(session.public_id)
     now = utcnow()
+    if session.state == "timed_out" and not resume(session, now):
+        return redirect(home_url(session), 303)
     session.move_to("instructed", now)
     session.touch(now)
     db.session.commit()
@@ -271,7 +276,8 @@ def trial_data(session: ParticipantSession, config: StudyConfig, answered: list[
 @bp.get("/s/<token>/task")
 def task(token: str):
     session = load_session(token)
-    if session.state not in ANSWERABLE_STATES or session.instructed_at is None:
+    if session.state not in ANSWERABLE_STATES or session.instructed_at is None \
+            or session.state == "timed_out" and not place_free(session, utcnow()):
         return redirect(home_url(session), 303)
     config = config_from_dict(session.study.config)
     missing = set(missing_trials(session))
@@ -305,11 +311,11 @@ def withdraw(token: str):
 @bp.get("/s/<token>/end")
 def ended(token: str):
     session = load_session(token)
-    if session.state not in ENDED_STATES:
+    if session.state not in ENDED_STATES and home_url(session) != request.path:  # a timed-out session's lost place
         return redirect(home_url(session), 303)
     completion = config_from_dict(session.study.config).completion
     code = {"declined": completion.declined_code, "screened_out": completion.screened_out_code,
-            "withdrawn": completion.withdrawn_code}.get(session.state)
+            "withdrawn": completion.withdrawn_code, "timed_out": completion.timed_out_code}.get(session.state)
     target = completion_target(session.panel, session.panel_ids, code) if code else None
     return _page("ended.html", session, code=code, target=target)
 

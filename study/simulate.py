@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 
 from study.db import db
-from study.driver import DriverError, Participant, StudyFull
+from study.driver import DEFAULT_RETRY_FOR, DriverError, Participant, ServerUnavailable, StudyFull
 from study.models import Stimulus, Study
 
 
@@ -56,7 +56,9 @@ class AnswerModel:
 class BotResult:
     participant: str
     session_id: str | None = None
-    outcome: str = "error"  # completed | dropped | screened_out | full | error
+    # completed | dropped | screened_out | full | stranded (the server stayed unreachable past the
+    # bot's deadline mid-session, leaving the session active until its lease runs out) | error
+    outcome: str = "error"
     answers: dict[int, int] = field(default_factory=dict)  # trial index -> response the server acknowledged
     error: str = ""
 
@@ -105,6 +107,7 @@ class Bot:
 
 
 def run_bot(base_url: str, slug: str, params: dict[str, str], bot: Bot, retry_for: float) -> BotResult:
+    """One bot's session. Never raises: whatever happens ends up in the result, in one line."""
     result = BotResult(params["participant"])
     driver = Participant(base_url, slug, params=params, seed=bot.rng.getrandbits(32), retry_for=retry_for)
     try:
@@ -128,8 +131,11 @@ def run_bot(base_url: str, slug: str, params: dict[str, str], bot: Bot, retry_fo
         result.outcome = "completed"
     except StudyFull:
         result.outcome = "full"
-    except (DriverError, OSError) as exc:
+    except ServerUnavailable as exc:
+        result.outcome = "stranded" if driver.data is not None else "error"
         result.error = str(exc)
+    except Exception as exc:  # noqa: BLE001  a bot reports its failure; it never takes the run down
+        result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     finally:
         driver.close()
     return result
@@ -137,7 +143,7 @@ def run_bot(base_url: str, slug: str, params: dict[str, str], bot: Bot, retry_fo
 
 def simulate(base_url: str, slug: str, participants: int, mark: str, model: AnswerModel = AnswerModel(),
              stimuli: dict[str, StimulusFacts] | None = None, concurrency: int = 8, seed: int = 0,
-             retry_for: float = 30.0) -> list[BotResult]:
+             retry_for: float = DEFAULT_RETRY_FOR) -> list[BotResult]:
     """Run `participants` bots, `concurrency` at a time; one result per bot, in order."""
     stimuli = stimuli or {}
     image_rng = random.Random(f"{seed}:images")
@@ -150,7 +156,11 @@ def simulate(base_url: str, slug: str, participants: int, mark: str, model: Answ
 
 
 def summary(results: list[BotResult], seconds: float) -> str:
+    """One line: how many bots finished (completed, screened out or dropped as modelled), how many
+    were stranded mid-session by an unreachable server, the outcome counts and the answers."""
     outcomes = Counter(r.outcome for r in results)
     answers = sum(len(r.answers) for r in results)
+    finished = outcomes["completed"] + outcomes["screened_out"] + outcomes["dropped"]
     parts = ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in sorted(outcomes.items()))
-    return f"{len(results)} bots: {parts}; {answers} answers in {seconds:.1f} s"
+    return (f"{len(results)} bots: {finished} finished, {outcomes['stranded']} stranded ({parts}); "
+            f"{answers} answers in {seconds:.1f} s")

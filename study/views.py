@@ -5,6 +5,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from study.db import db
+from study.health import write_problem
 from study.models import Study
 
 bp = Blueprint("site", __name__)
@@ -24,9 +25,13 @@ def index():
 
 @bp.get("/healthz")
 def healthz():
-    """Liveness plus a round trip to the database, so a deploy check catches a bad DATABASE_URL."""
+    """Readiness: a round trip to the database (a deploy check catches a bad DATABASE_URL) and a
+    one-row write (study.health), so a database that takes no writes answers 503, not "ok"."""
     db.session.execute(text("SELECT 1"))
-    return jsonify(status="ok", database=db.engine.dialect.name)
+    problem = write_problem()
+    if problem:
+        return jsonify(status="unavailable", database=db.engine.dialect.name, writes=problem), 503
+    return jsonify(status="ok", database=db.engine.dialect.name, writes="ok")
 
 
 @bp.app_template_filter("paragraphs")

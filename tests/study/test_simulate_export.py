@@ -69,7 +69,7 @@ def test_bots_answers_are_exactly_the_flagged_export(database_url, stimset, tmp_
 
     outcomes = {r.outcome for r in results}
     assert outcomes <= {"completed", "dropped"} and "completed" in outcomes, [r.error for r in results]
-    assert by_cli.exit_code == 0 and "3 bots: 3 completed; 36 answers" in by_cli.stdout, by_cli.output
+    assert by_cli.exit_code == 0 and "3 bots: 3 finished, 0 stranded (3 completed); 36 answers" in by_cli.stdout, by_cli.output
     assert forged.exit_code == 1 and "mark parameter is not valid" in forged.output
     assert "Traceback" not in forged.output and "<html" not in forged.output
 
