@@ -21,6 +21,29 @@ PANELS = ("prolific", "mturk", "link")
 DEFAULT_CONFIG = Path(__file__).with_name("default_study.toml")
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
+# The numbers the consent, instruction and preview texts may name, filled in from the study's plan
+# (study/texts.py); a text writes them as placeholders, never as figures of its own.
+PLACEHOLDERS = {
+    "n_images": "images a participant sees, practice included",
+    "n_practice": "practice images",
+    "n_main": "images after the practice",
+    "n_questions": "questions per image",
+    "n_answers": "answers in all (images × questions)",
+    "n_breaks": "breaks offered",
+    "break_every": "images between breaks",
+    "minutes": "estimated minutes (answers × seconds_per_answer)",
+}
+PLACEHOLDER = re.compile(r"\{([A-Za-z_]+)\}")
+PLACEHOLDER_TEXTS = ("consent", "instructions", "preview")
+# A figure written into a text ("about 40 images", "10 minutes") would not follow the plan.
+STATED_COUNT = re.compile(r"\b\d+\s+(?:[A-Za-z-]+\s+){0,2}?(?:images?|pictures?|minutes?|mins?|hours?|answers?|questions?"
+                          r"|breaks?|trials?|pauses?)\b", re.IGNORECASE)
+# Seconds a participant spends per answer, all told. The mean reaction time of the simulated
+# participants in analysis/simulate.py is 1.6 s (lognormal label and rating times); the rest covers
+# the page moving on, practice feedback, breaks and reading consent and instructions. Set it from
+# a pilot: the dashboard shows the measured seconds per answer of completed sessions.
+SECONDS_PER_ANSWER = 2.5
+
 
 class ConfigError(ValueError):
     def __init__(self, where: str, problems: list[str]):
@@ -85,7 +108,7 @@ class StudyConfig:
     title: str
     texts: Texts
     completion: Completion
-    estimated_minutes: int = 10
+    seconds_per_answer: float = SECONDS_PER_ANSWER  # sets the time estimate shown as {minutes}
     target_participants: int = 30
     trials_per_participant: int | None = None  # images in the main block; None = (nearly) one per source
     conditions: tuple[str, ...] | None = None  # None = every condition the stimulus set has
@@ -113,10 +136,28 @@ class StudyConfig:
         return dataclasses.asdict(self)
 
 
-_TOP = {"id", "title", "estimated_minutes", "target_participants", "trials_per_participant", "conditions", "tasks",
+_TOP = {"id", "title", "seconds_per_answer", "target_participants", "trials_per_participant", "conditions", "tasks",
         "catch_rate", "practice_trials", "break_every", "lease_minutes", "overfill_places", "screen_out_after_catch_failures",
         "seed", "texts", "label", "rate", "completion", "panels", "payment", "admission", "min_seconds_per_answer",
         "keep_panel_ids_days"}
+
+
+def _text_problems(texts: dict[str, Any]) -> list[str]:
+    """Unknown placeholders, and figures the plan decides written as plain numbers."""
+    problems = []
+    for key in PLACEHOLDER_TEXTS:
+        text = texts.get(key)
+        if not isinstance(text, str):
+            continue
+        unknown = sorted({name for name in PLACEHOLDER.findall(text) if name not in PLACEHOLDERS})
+        if unknown:
+            problems.append(f"texts.{key} uses unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)} "
+                            f"(known: {', '.join('{' + n + '}' for n in PLACEHOLDERS)})")
+        stated = STATED_COUNT.search(text)
+        if stated:
+            problems.append(f"texts.{key} states {stated.group(0)!r}: numbers of images, answers, breaks and "
+                            f"minutes come from the plan, so write a placeholder such as {{n_images}} or {{minutes}}")
+    return problems
 
 
 def _unknown(table: dict[str, Any], allowed: set[str], where: str) -> list[str]:
@@ -170,6 +211,11 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     for key in ("consent", "instructions", "debrief"):
         if not isinstance(texts.get(key), str) or not texts[key].strip():
             problems.append(f"texts.{key} is required (a non-empty string)")
+    problems += _text_problems(texts)
+    if "estimated_minutes" in raw:
+        problems[problems.index("unknown key 'estimated_minutes'")] = (
+            "estimated_minutes is computed from the plan now: remove it, write {minutes} in the texts "
+            "and tune seconds_per_answer")
     for key in ("code", "declined_code"):
         if not isinstance(completion.get(key), str) or not completion[key].strip():
             problems.append(f"completion.{key} is required (a non-empty string)")
@@ -190,9 +236,9 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     if not isinstance(payment.get("currency", "GBP"), str) or not re.fullmatch(r"[A-Z]{3}", payment.get("currency", "GBP")):
         problems.append("payment.currency must be a three-letter currency code such as GBP or USD")
 
-    ints = {k: _typed(raw, k, int, problems) for k in ("estimated_minutes", "target_participants", "trials_per_participant",
+    ints = {k: _typed(raw, k, int, problems) for k in ("target_participants", "trials_per_participant",
                                                         "practice_trials", "break_every", "overfill_places", "screen_out_after_catch_failures", "seed")}
-    for k in ("estimated_minutes", "target_participants", "trials_per_participant"):
+    for k in ("target_participants", "trials_per_participant"):
         if ints[k] is not None and ints[k] < 1:
             problems.append(f"{k} must be at least 1")
     for k in ("practice_trials", "break_every", "overfill_places", "screen_out_after_catch_failures"):
@@ -204,6 +250,9 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     lease = _typed(raw, "lease_minutes", (int, float), problems)
     if lease is not None and lease <= 0:
         problems.append("lease_minutes must be positive")
+    per_answer = _typed(raw, "seconds_per_answer", (int, float), problems)
+    if per_answer is not None and not 0 < per_answer <= 600:
+        problems.append(f"seconds_per_answer must be between 0 and 600, not {per_answer}")
 
     conditions = raw.get("conditions")
     if conditions is not None:
@@ -243,6 +292,8 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     admission = {"anonymous_link": tuple(panels) == ("link",), **admission}
     if start_lease is not None:
         admission["start_lease_minutes"] = float(start_lease)
+    if per_answer is not None:
+        given["seconds_per_answer"] = float(per_answer)
     return StudyConfig(
         id=raw["id"], title=raw["title"],
         texts=Texts(**texts), completion=Completion(**completion), panels=tuple(panels),
@@ -268,6 +319,8 @@ def load_config(path: str | Path) -> StudyConfig:
 
 def config_from_dict(data: dict[str, Any]) -> StudyConfig:
     """Rebuild the config stored with a study (`StudyConfig.as_dict()` output)."""
+    # Studies created before the time estimate was computed stored their own; it is not used.
+    data = {k: v for k, v in data.items() if k != "estimated_minutes"}
     return StudyConfig(
         # Studies created before panels and payment existed take the defaults.
         **{**data, "texts": Texts(**data["texts"]), "completion": Completion(**data["completion"]),

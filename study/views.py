@@ -4,9 +4,11 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from study.config import StudyConfig
 from study.db import db
 from study.health import write_problem
 from study.models import Study
+from study.texts import Workload, fill, study_workload
 
 bp = Blueprint("site", __name__)
 
@@ -38,6 +40,17 @@ def healthz():
 def paragraphs(text_block: str) -> list[str]:
     """Config texts are plain text; blank lines separate paragraphs (rendered autoescaped)."""
     return [p.strip() for p in text_block.strip().split("\n\n") if p.strip()]
+
+
+@bp.app_template_global("workload")
+def workload(study: Study, config: StudyConfig) -> Workload:
+    """The numbers a participant of `study` is asked for, for the texts that describe them."""
+    return study_workload(study, config)
+
+
+@bp.app_template_filter("fill")
+def fill_placeholders(text_block: str, numbers: Workload) -> str:
+    return fill(text_block, numbers)
 
 
 @bp.app_errorhandler(HTTPException)

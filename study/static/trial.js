@@ -9,6 +9,7 @@
 
 const data = JSON.parse(document.getElementById("study-data").textContent);
 const $ = (id) => document.getElementById(id);
+const answerGroups = [...document.querySelectorAll(".buttons[data-task]")];
 const OUTBOX_KEY = `study-outbox:${data.session}`;
 const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 10000;
@@ -25,6 +26,7 @@ let sending = false;
 let current = null; // the trial on screen
 let onset = null; // performance.now() time the current question reached the screen
 let accepting = false;
+let refocus = false; // the answer came from a focused button: focus the next question
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const saveOutbox = () => localStorage.setItem(OUTBOX_KEY, JSON.stringify([...outbox]));
@@ -143,6 +145,10 @@ const imageNumber = (trial) => Math.floor(trial.i / data.tasks_per_image);
 const practiceImages = data.trials.filter((t) => t.block === "practice").length / data.tasks_per_image;
 const totalImages = data.trials.length / data.tasks_per_image;
 
+// Whether `value` is an answer to a question of this task: a digit, or a point on the scale.
+const onScale = (task, value) => Number.isInteger(value)
+  && (task === "label" ? value >= 0 && value <= 9 : value >= data.rating.min && value <= data.rating.max);
+
 function show(trial) {
   const newImage = !current || imageNumber(current) !== imageNumber(trial);
   const block = trial.block === "practice";
@@ -152,13 +158,19 @@ function show(trial) {
     $("feedback").textContent = "";
     $("pause").hidden = true;
     $("trial").hidden = false;
+    $("trial").inert = false;
     if (newImage) document.querySelector(".stimulus-frame").replaceChildren(images.get(trial.image));
     const rating = trial.task === "rate";
     $("question").textContent = rating
       ? data.rating.question.replace("{digit}", trial.digit)
       : data.label_question;
-    $("label-buttons").hidden = rating;
-    $("rate-buttons").hidden = !rating;
+    // Only this question's controls exist on screen; the other group is gone (display: none), so
+    // it can be neither clicked nor reached by Tab.
+    for (const group of answerGroups) group.hidden = group.dataset.task !== trial.task;
+    // A participant answering by Tab and Enter lost the focus with the group it was in: the next
+    // Tab starts from the question, just before the new buttons.
+    if (refocus) $("question").focus({ preventScroll: true });
+    refocus = false;
     $("hint").textContent = rating
       ? `Press a key from ${data.rating.min} to ${data.rating.max}, or choose a point on the scale.`
       : "Press a key from 0 to 9, or choose a button.";
@@ -179,10 +191,15 @@ function show(trial) {
   });
 }
 
-function respond(value, eventTime) {
-  if (!accepting || !current) return;
+// `task` is the task of the control that answered (a key answers whatever is asked): an answer
+// counts only for a question of that task and only with a value that question offers.
+function respond(task, value, eventTime) {
+  if (!accepting || !current || task !== current.task || !onScale(task, value)) return;
   accepting = false;
   $("trial").dataset.ready = "false";
+  // Until the next question is painted (during practice feedback, for a while) nothing answers.
+  refocus = $("trial").contains(document.activeElement);
+  $("trial").inert = true;
   const trial = current;
   const respondedAt = Math.max(eventTime, onset);
   outbox.set(trial.i, {
@@ -258,15 +275,15 @@ async function finish() {
 addEventListener("keydown", (event) => {
   if (event.repeat || event.ctrlKey || event.metaKey || event.altKey || !current || !/^[0-9]$/.test(event.key)) return;
   const value = Number(event.key);
-  if (current.task === "rate" && (value < data.rating.min || value > data.rating.max)) return;
+  if (!onScale(current.task, value)) return;
   event.preventDefault();
-  respond(value, event.timeStamp);
+  respond(current.task, value, event.timeStamp);
 });
 
-for (const group of [$("label-buttons"), $("rate-buttons")]) {
+for (const group of answerGroups) {
   group.addEventListener("click", (event) => {
     const button = event.target.closest("button[data-value]");
-    if (button) respond(Number(button.dataset.value), event.timeStamp);
+    if (button) respond(group.dataset.task, Number(button.dataset.value), event.timeStamp);
   });
 }
 

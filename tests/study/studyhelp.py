@@ -23,7 +23,7 @@ from study.synthetic import write_stimulus_set
 from conftest import VENV_BIN, free_port, wait_for_http
 
 BASE_CONFIG: dict[str, Any] = {
-    "id": "test-study", "title": "Digit study (test)", "estimated_minutes": 5, "target_participants": 12,
+    "id": "test-study", "title": "Digit study (test)", "target_participants": 12,
     "trials_per_participant": 3, "tasks": ["label", "rate"], "catch_rate": 0.25, "practice_trials": 2, "lease_minutes": 30,
     "texts": {"consent": "Consent text.\n\nSecond paragraph.", "instructions": "Do the task.", "debrief": "Thanks."},
     "completion": {"code": "CODE-OK", "declined_code": "CODE-NO", "screened_out_code": "CODE-OUT"},
