@@ -8,11 +8,11 @@ an exported `responses.csv` or a database URL read through the `responses_long` 
 `--power` (participants × sources grid).
 It needs neither torch nor flask: `pip install .[analysis]`.
 
-Modules, one idea each: `io` (reading and validating, derived outcomes), `exclusions` (rules and
+Modules, one idea each: `loading` (reading and validating, derived outcomes), `exclusions` (rules and
 the CONSORT table), `simulate` (studies with known effects, matched or nested layout),
 `descriptives` (two-way bootstrap), `inference` (two-way cluster-robust logistic and
 proportional-odds models, planned contrasts, Holm), `robustness` (by-image and images-fixed tests),
 `agreement` (Krippendorff's alpha), `sensitivity` (MixedLM), `rcheck` (R), `power`, `calibration`
 (Monte-Carlo checks of the primary tests), `tables` / `figures` / `html_report` (outputs) and
-`report` (the command). The methods and their measured behaviour: ../shared/research/analysis.md.
+`report` (the command). Why the methods are these: docs/analysis.md.
 """

@@ -4,7 +4,7 @@ Participants and images are crossed random factors. statsmodels has no frequenti
 cumulative-link mixed model, so the primary models are population-averaged: a logistic GLM for the
 label outcomes and a proportional-odds `OrderedModel` for ratings, each with Cameron–Gelbach–Miller
 two-way clustered standard errors over participants and the image unit. In simulations of this
-design (../shared/research/analysis.md §5) these single-contrast tests matched glmer / clmm in type-I
+design (docs/analysis.md) these single-contrast tests matched glmer / clmm in type-I
 error and power, provided the image unit is the coarsest image-level unit that carries shared
 variance: the source digit in the matched layout, the image in the nested one. Their estimates are
 marginal (population-averaged) log-odds, smaller than a GLMM's conditional ones by design.
@@ -20,6 +20,7 @@ import statsmodels.api as sm
 import statsmodels.formula.api as smf
 from scipy import special, stats
 from statsmodels.miscmodels.ordinal_model import OrderedModel
+from statsmodels.stats.multitest import multipletests
 from statsmodels.tools.numdiff import approx_fprime
 
 # Canonical order (tables list conditions in it); its first present condition, `normal`, is every model's reference.
@@ -63,7 +64,10 @@ class LogitOrderedModel(OrderedModel):
     def score_obs(self, params):
         params = np.asarray(params, dtype=float)
         k_exog = self.exog.shape[1] if self.exog is not None else 0
-        low, upp = self._bounds(params)
+        thresholds = self.transform_threshold_params(params)  # -inf, θ1..θK-1, inf
+        y = np.asarray(self.endog, dtype=int)
+        linear = self.exog @ params[:k_exog] if k_exog else 0.0
+        low, upp = thresholds[y] - linear, thresholds[y + 1] - linear
         prob = np.maximum(self.cdf(upp) - self.cdf(low), 1e-20)
         pdf_low, pdf_upp = self.pdf(low), self.pdf(upp)  # 0 at ±inf
         # d threshold_j / d raw_m: the first raw parameter shifts every threshold, raw m > 1
@@ -74,7 +78,6 @@ class LogitOrderedModel(OrderedModel):
         for j in range(1, n_thr + 1):
             jac[j, 0] = 1.0
             jac[j, 1:j] = np.exp(raw[1:j])
-        y = np.asarray(self.endog, dtype=int)
         score_thr = (pdf_upp[:, None] * jac[y + 1] - pdf_low[:, None] * jac[y]) / prob[:, None]
         score_exog = -((pdf_upp - pdf_low) / prob)[:, None] * self.exog if k_exog else np.empty((len(y), 0))
         return np.column_stack([score_exog, score_thr])
@@ -109,6 +112,12 @@ def detect_layout(answers: pd.DataFrame) -> Layout:
                       "each source digit appears under one condition but some yield several images: clustered on the source digit")
     return Layout("nested", "stimulus_id", adv["stimulus_id"].nunique(),
                   "each image was made from its own source against one model: clustered on the image")
+
+
+def condition_column(condition: str) -> str:
+    """The model's name for the treatment dummy of `condition`: every model here has the term
+    `C(condition)` on a categorical whose first category is the reference."""
+    return f"C(condition)[T.{condition}]"
 
 
 def ordered_conditions(values: pd.Series) -> list[str]:
@@ -168,7 +177,7 @@ def _design(answers: pd.DataFrame, outcome: Outcome, covariate: bool) -> tuple[p
     if not conditions:
         raise ValueError(f"{outcome.title}: no answers to analyse")
     data = data.assign(condition=pd.Categorical(data["condition"], categories=conditions))
-    rhs = f"C(condition, Treatment(reference='{conditions[0]}'))"
+    rhs = "C(condition)"  # treatment coding; the reference is the first category
     if covariate:  # centred, so the intercept stays the reference condition at the average norm
         data = data.assign(l2_centred=data["norm_l2"] - data["norm_l2"].mean())
         rhs += " + l2_centred"
@@ -210,8 +219,7 @@ def fit_model(answers: pd.DataFrame, outcome: Outcome, layout: Layout, covariate
         notes.append(f"{outcome.title}: the two-way cluster-robust covariance is not positive semi-definite; "
                      "contrasts with a negative variance are shown as —")
     names = list(result.params.index)
-    term = rhs.split(" + ")[0]
-    dummy = {c: names.index(f"{term}[T.{c}]") for c in conditions[1:]}
+    dummy = {c: names.index(condition_column(c)) for c in conditions[1:]}
     # model.exog holds the covariates only: with the intercept for the GLM, without the thresholds for OrderedModel
     return ModelFit(outcome, conditions, np.asarray(result.params), np.asarray(result.cov_params()), names,
                     np.asarray(result.model.exog, dtype=float), dummy, levels, int(len(data)),
@@ -235,13 +243,21 @@ def planned_contrasts(conditions: list[str]) -> list[Contrast]:
 
 
 def holm(p: np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values (valid under any dependence)."""
+    """Holm step-down adjusted p-values (valid under any dependence), via statsmodels. A test that
+    could not be computed stays NaN and does not count."""
     p = np.asarray(p, dtype=float)
     out = np.full_like(p, np.nan)
-    finite = np.flatnonzero(np.isfinite(p))  # a test that could not be computed stays NaN and does not count
-    order = finite[np.argsort(p[finite])]
-    out[order] = np.maximum.accumulate((len(order) - np.arange(len(order))) * p[order]).clip(max=1.0)
+    finite = np.isfinite(p)
+    if finite.any():
+        out[finite] = multipletests(p[finite], method="holm")[1]
     return out
+
+
+def hypothesis(reference: str, contrast: Contrast) -> str:
+    """`contrast` as a statsmodels hypothesis string on the treatment dummies of `C(condition)`."""
+    a = condition_column(contrast.a) if contrast.a != reference else ""
+    b = f"- {condition_column(contrast.b)}" if contrast.b != reference else ""
+    return f"{a} {b} = 0".strip()
 
 
 def reference_df(fit: ModelFit, contrast: Contrast) -> int:
@@ -260,11 +276,10 @@ def contrast_table(fit: ModelFit, contrasts: list[Contrast], level: float = 0.95
     index = {c: i for i, c in enumerate(fit.conditions)}
     rows = []
     for k in contrasts:
-        weights = np.zeros(len(fit.params))
-        for condition, sign in ((k.a, 1.0), (k.b, -1.0)):
-            if condition in fit.dummy:
-                weights[fit.dummy[condition]] += sign
-        estimate, se = weights @ fit.params, float(np.sqrt(weights @ fit.cov @ weights))
+        with warnings.catch_warnings():  # a negative variance (non-PSD covariance) gives NaN, printed as —
+            warnings.simplefilter("ignore", RuntimeWarning)
+            test = fit.result.t_test(hypothesis(fit.conditions[0], k))
+        estimate, se = float(test.effect[0]), float(np.asarray(test.sd).ravel()[0])
         df = reference_df(fit, k)
         crit = stats.t.ppf(0.5 + level / 2, df)
         diff_grad = jacobian[index[k.a]] - jacobian[index[k.b]]
@@ -293,7 +308,6 @@ def holm_within(table: pd.DataFrame, families: list[str]) -> pd.DataFrame:
 def omnibus(fit: ModelFit) -> dict[str, float]:
     """Cluster-robust Wald chi-square that all conditions are equal. Descriptive only: with tens of
     clusters such multi-restriction tests over-reject (0.08–0.11 at a nominal 0.05 in simulation)."""
-    idx = list(fit.dummy.values())
-    b, v = fit.params[idx], fit.cov[np.ix_(idx, idx)]
-    chi2 = float(b @ np.linalg.solve(v, b))
-    return {"outcome": fit.outcome.name, "chi2": chi2, "df": len(idx), "p": float(stats.chi2.sf(chi2, len(idx)))}
+    restrictions = ", ".join(f"{condition_column(c)} = 0" for c in fit.conditions[1:])
+    test = fit.result.wald_test(restrictions, scalar=True, use_f=False)
+    return {"outcome": fit.outcome.name, "chi2": float(test.statistic), "df": len(fit.conditions) - 1, "p": float(test.pvalue)}

@@ -18,9 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-if __package__ in (None, ""):  # run as a script: make the checkout importable, and not analysis/ itself
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # (its io.py would shadow the standard library's)
-
 import numpy as np
 import pandas as pd
 
@@ -31,7 +28,7 @@ from analysis.exclusions import apply_exclusions, load_rules
 from analysis.html_report import Section, render
 from analysis.inference import (OUTCOMES, Layout, analysed_data, contrast_table, detect_layout, fit_model, omnibus,
                                 planned_contrasts)
-from analysis.io import answers_frame, load_responses
+from analysis.loading import answers_frame, load_responses
 from analysis.robustness import by_image, by_participant
 from analysis.tables import Table, apa_sentence, fmt_with_ci, plain_table, significance_table
 from contracts import ContractError

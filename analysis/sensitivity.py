@@ -3,7 +3,7 @@
 statsmodels' MixedLM is group-based; crossed factors are written as one constant group with one
 variance component per factor (`vc_formula`), never as `groups=participant` plus an image
 component, which would give image effects nested within participants (statsmodels #9279). This
-reproduces lme4's `lmer` REML fit (../shared/research/analysis.md §1.4, §6.2). Two models: the raw
+reproduces lme4's `lmer` REML fit (docs/analysis.md). Two models: the raw
 ratings (the metric analysis most papers report; Liddell & Kruschke's caveats apply) and the
 linear probability of the target label. Wald z tests only (no Satterthwaite df in statsmodels).
 BinomialBayesMixedGLM is deliberately absent: its posterior SDs are far too small for p-values here.
@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
+from patsy import DesignInfo
 from scipy import stats
 
-from analysis.inference import Layout, analysed_data, holm_within, planned_contrasts
+from analysis.inference import Layout, analysed_data, holm_within, hypothesis, planned_contrasts
 from analysis.tables import Table, plain_table
 
 
@@ -33,6 +34,7 @@ class MixedFit:
     converged: bool
     seconds: float
     warnings: list[str]
+    result: object = field(repr=False)
 
 
 def random_factors(layout: Layout) -> dict[str, str]:
@@ -57,7 +59,7 @@ def fit_crossed_lmm(answers: pd.DataFrame, outcome: str, layout: Layout) -> Mixe
     vc = dict(zip(model.exog_vc.names, np.asarray(result.vcomp))) | {"residual": float(result.scale)}
     fixed = [n for n in result.params.index if n == "Intercept" or n.startswith("C(condition)")]
     return MixedFit(outcome, conditions, result.params[fixed], result.cov_params().loc[fixed, fixed], vc,
-                    bool(result.converged), time.perf_counter() - started, notes)
+                    bool(result.converged), time.perf_counter() - started, notes, result)
 
 
 def mixed_contrasts(fit: MixedFit) -> pd.DataFrame:
@@ -65,12 +67,9 @@ def mixed_contrasts(fit: MixedFit) -> pd.DataFrame:
     total_sd = np.sqrt(sum(fit.variance_components.values()))
     rows = []
     for k in planned_contrasts(fit.conditions):
-        weights = pd.Series(0.0, index=fit.params.index)
-        for condition, sign in ((k.a, 1.0), (k.b, -1.0)):
-            name = f"C(condition)[T.{condition}]"
-            if name in weights.index:
-                weights[name] += sign
-        estimate, se = float(weights @ fit.params), float(np.sqrt(weights @ fit.cov @ weights))
+        # MixedLM's t_test takes no strings: patsy turns the hypothesis into its contrast matrix
+        test = fit.result.t_test(DesignInfo(list(fit.params.index)).linear_constraint(hypothesis(fit.conditions[0], k)).coefs)
+        estimate, se = float(test.effect[0]), float(np.asarray(test.sd).ravel()[0])
         rows.append({"outcome": fit.outcome, "family": k.family, "contrast": f"{k.a} − {k.b}", "estimate": estimate, "se": se,
                      "ci_low": estimate - 1.96 * se, "ci_high": estimate + 1.96 * se, "z": estimate / se,
                      "p": 2 * stats.norm.sf(abs(estimate / se)), "d_WKJ": estimate / total_sd})

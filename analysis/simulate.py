@@ -1,7 +1,6 @@
 """Simulated studies with known effects: test data until real exports exist, calibration, power.
 
-The generator is the one in ../shared/research/analysis.md, Appendix A, draw for draw (same
-random-number stream), so `simulate_answers("nested", seed=1)` is the reference data set whose
+The random-number stream is fixed draw for draw (docs/analysis.md, "Oracles"), so `simulate_answers("nested", seed=1)` is the reference data set whose
 lme4 / statsmodels numbers the oracle tests check. Labels come from a sequential logistic model
 (target or not; among the rest, true class or other), ratings from a cumulative-logit latent
 variable; random effects for participants, participant × condition, source digits and, in the
@@ -18,10 +17,10 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-# Generator order of the conditions (Appendix A: standard, adv_trained, grad_reg, distilled).
+# Generator order of the conditions (the reference generator: standard, adversarially trained, gradient-regularised, distilled).
 CONDITIONS = ("normal", "adversarial", "gradreg", "distilled")
 THRESHOLDS_7 = np.array([-2.0, -1.0, -0.3, 0.3, 1.0, 2.0])  # latent cut points of the 1..7 rating
-# Typical L2 norms of iterated-TGSM images per attacked model (../shared/paper.md: normal 4.3, gradreg 11.1).
+# Typical L2 norms of iterated-TGSM images per attacked model (the replicated paper: normal 4.3, gradreg 11.1).
 MEAN_L2 = {"normal": 4.3, "adversarial": 6.0, "distilled": 5.0, "gradreg": 11.1, "gradreg-uniform": 10.0}
 
 
@@ -51,7 +50,7 @@ NULL = ALTERNATIVE.null()
 
 def simulate_answers(layout: str = "matched", participants: int = 60, sources: int = 80,
                      effects: Effects = ALTERNATIVE, seed: int = 0) -> pd.DataFrame:
-    """One simulated study in the analysis's answer format (see `analysis.io.answers_frame`).
+    """One simulated study in the analysis's answer format (see `analysis.loading.answers_frame`).
 
     `sources` is the number of source digits: in the matched layout each is attacked against all
     four models (4 × sources images, each participant sees every source once); in the nested layout
@@ -94,7 +93,7 @@ def simulate_answers(layout: str = "matched", participants: int = 60, sources: i
     latent = eta_rating + rng.logistic(0, 1, len(eta_rating))
     rating = 1 + (latent[:, None] > THRESHOLDS_7[None, :]).sum(1)
 
-    # Everything below uses its own stream so the draws above stay those of Appendix A.
+    # Everything below uses its own stream so the draws above stay those the oracle values were computed on.
     extra = np.random.default_rng([seed, 7])
     true_label = source % 10
     target_label = (true_label + 1) % 10

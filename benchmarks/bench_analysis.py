@@ -69,7 +69,7 @@ def run(tier: str) -> None:
         for row in summarise(run_replicates(n, "nested", 60, 80, NULL)).query("kind == 'primary'").itertuples():
             entries.append(Entry(f"null rejection rate, nested layout (20 images per condition), {row.test}",
                                  f"{row.rejection_rate:.3f} (MC SE {row.mc_se:.3f}; KS uniform p = {row.ks_uniform_p:.2g})",
-                                 peer="analysis.md: glmer 0.070, two-way GLM 0.070", target="— (information)"))
+                                 peer="reference simulation: glmer 0.070, two-way GLM 0.070", target="— (information)"))
     for outcome, label, r_studies in (("target", "glmer", cfg["glmer"]), ("rating", "clmm", cfg["clmm"])):
         test = f"{outcome}: gradreg − normal"
         ours = alternative[(alternative["kind"] == "primary") & (alternative["test"] == test)].sort_values("seed")
@@ -89,6 +89,6 @@ def run(tier: str) -> None:
     write_section(f"analysis: calibration of the primary tests ({n} studies)", entries, command=f"python -m benchmarks --only analysis --tier {tier}",
                   notes=f"Matched layout, {n} null studies (all conditions equal) and {n} alternative studies (gradreg − normal "
                         "= +0.5 logit for the target label, +0.3 for the latent rating), generator of "
-                        "../shared/research/analysis.md Appendix A. Primary = two-way cluster-robust logistic GLM / proportional-odds "
+                        "analysis/simulate.py (docs/analysis.md). Primary = two-way cluster-robust logistic GLM / proportional-odds "
                         "model (participant × source digit), t(G − 1) reference, unadjusted p of single contrasts. Negative control: "
                         "participant-aggregated paired t (images treated as fixed). Timings on a machine shared with other jobs.")

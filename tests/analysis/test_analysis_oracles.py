@@ -1,5 +1,5 @@
 """Oracle checks: our numbers against scipy / pingouin on literal inputs and against the reference
-values in ../shared/research/analysis.md §6 (lme4, ordinal, statsmodels on the reference data set)."""
+values of lme4, ordinal and statsmodels on the reference data set (docs/analysis.md, "Oracles")."""
 import numpy as np
 import pingouin as pg
 import pytest
@@ -11,7 +11,7 @@ from analysis.inference import OUTCOMES, contrast_table, detect_layout, fit_mode
 from analysis.robustness import by_participant, mann_whitney, paired_t, wilcoxon_paired
 from analysis.simulate import simulate_answers
 
-# Data set U (§6.1): per-participant mean ratings, columns normal, adversarial, gradreg, distilled.
+# Data set U: per-participant mean ratings, columns normal, adversarial, gradreg, distilled.
 U = np.array("""3.25 3.80 3.60 3.20 2.80 3.55 3.10 2.95 4.10 4.45 4.05 4.00 3.55 4.10 4.20 3.65
 2.95 3.20 3.40 3.05 3.70 4.25 3.70 3.50 4.40 4.90 4.95 4.30 3.05 3.35 3.00 3.15
 2.60 3.30 3.15 2.70 3.90 4.05 4.30 3.85 3.35 3.75 3.90 3.40 4.05 4.60 4.60 3.95""".split(), float).reshape(12, 4)
@@ -77,7 +77,7 @@ def test_krippendorff_alpha_published_values():
 
 @pytest.fixture(scope="module")
 def reference():
-    """simulate("nested", seed=1) of analysis.md Appendix A, with its published fingerprint."""
+    """simulate("nested", seed=1), the reference data set, with its fingerprint."""
     answers = simulate_answers("nested", seed=1)
     labels, ratings = answers[answers["task"] == "label"], answers[answers["task"] == "rate"]
     order = ["normal", "adversarial", "gradreg", "distilled"]
@@ -88,7 +88,7 @@ def reference():
     return answers
 
 
-# estimate / SE of (adversarial, gradreg, distilled) − normal, §6.2
+# estimate / SE of (adversarial, gradreg, distilled) − normal on the reference data set (statsmodels)
 REFERENCE_FITS = {
     "target": [(0.730013, 0.222390), (0.462103, 0.216281), (0.242870, 0.225771)],
     "true": [(-0.643639, 0.215892), (-0.309935, 0.209640), (0.057790, 0.208311)],
@@ -118,7 +118,7 @@ def test_agreement_per_condition_matches_reference(reference):
     ratings = alpha_by_condition(reference, "rating", "ordinal", replicates=50).set_index("condition")["alpha"]
     np.testing.assert_allclose(ratings[["normal", "adversarial", "gradreg", "distilled"]],
                                [0.059458, 0.062980, 0.092679, 0.089934], atol=1e-6)
-    # §6.2 used the three-way label (target / true / other), not the digit
+    # the reference values use the three-way label (target / true / other), not the digit
     three_way = reference.assign(label3=np.select([reference["target"] == 1, reference["true"] == 1, reference["task"] == "label"],
                                                   [0.0, 1.0, 2.0], np.nan))
     labels = alpha_by_condition(three_way, "label3", "nominal", replicates=50).set_index("condition")["alpha"]

@@ -12,7 +12,7 @@ import pytest
 import contracts
 from analysis.exclusions import ExclusionRules, apply_exclusions, load_rules
 from analysis.inference import detect_layout
-from analysis.io import answers_frame, load_responses
+from analysis.loading import answers_frame, load_responses
 from analysis.report import main
 from analysis.simulate import simulate, simulate_answers, to_responses
 from conftest import REPO

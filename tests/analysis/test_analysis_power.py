@@ -31,7 +31,7 @@ def test_label_variance_components_are_estimated_from_pilot_data():
     from analysis.power import label_variance_components
     from analysis.simulate import simulate_answers
 
-    reference = simulate_answers("nested", seed=1)  # glmer: SD participant 0.61, image 0.69 (analysis.md §6.2)
+    reference = simulate_answers("nested", seed=1)  # glmer: SD participant 0.61, image 0.69 (on the reference data set)
     sds = label_variance_components(reference, detect_layout(reference))
     assert sds["sd_p"] == pytest.approx(0.61, abs=0.1) and sds["sd_i"] == pytest.approx(0.69, abs=0.1)
     assert label_variance_components(reference[reference["participant_id"] < "sim-p0005"], detect_layout(reference)) is None

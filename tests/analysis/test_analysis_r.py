@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not r_available(), reason="R with lme4 and ordin
 def test_glmer_reproduces_the_lme4_reference_numbers():
     from analysis.simulate import simulate_answers
 
-    reference = simulate_answers("nested", seed=1)  # analysis.md §6.2
+    reference = simulate_answers("nested", seed=1)  # the reference data set
     fixed = fit_in_r(reference, detect_layout(reference), ("target",)).set_index("condition")
     for condition, estimate, se in (("adversarial", 0.835463, 0.243214), ("gradreg", 0.532962, 0.244084),
                                     ("distilled", 0.282644, 0.245223)):
