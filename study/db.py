@@ -18,7 +18,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 # How long a writer queues for SQLite's lock before its request answers 503 (study.health).
 BUSY_TIMEOUT_MS = int(os.environ.get("STUDY_SQLITE_BUSY_TIMEOUT_MS", "20000"))
-WAL_CHECKPOINT_PAGES = 200
+WAL_CHECKPOINT_PAGES = 64
 WAL_SIZE_LIMIT = 1 << 20
 
 
@@ -52,9 +52,11 @@ def configure_engine(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # Keep the WAL small (an answer adds ~10 KB of pages to it): checkpoint every ~0.8 MB
-        # instead of ~4 MB, and cut the file back after a checkpoint instead of keeping its
-        # high-water size, so a full disk recovers once a little space is freed (checkpoint_wal).
+        # Keep the WAL small (an answer adds ~10 KB of pages to it): checkpoint every 256 KB
+        # instead of 4 MB, and cut the file back after a checkpoint instead of keeping its
+        # high-water size. On a full disk the WAL is what eats freed space (its checkpoint needs
+        # room in the database file), so freeing more than one checkpoint's worth lets the next
+        # one complete and writes resume (see also checkpoint_wal).
         cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cursor.close()

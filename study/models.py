@@ -284,10 +284,10 @@ class AuditEvent(db.Model):
 
 
 class HealthProbe(db.Model):
-    """One row that /healthz rewrites unchanged: a write that fails (full disk, held lock,
-    read-only database) makes the readiness check fail, not only the participants' answers."""
+    """The table /healthz writes to (a row added and deleted in one commit): a write that fails
+    (full disk, held lock, read-only database) makes the readiness check fail, not only answers."""
 
     __tablename__ = "health_probe"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[dt.datetime] = mapped_column(DateTime)  # when the row was made
+    at: Mapped[dt.datetime] = mapped_column(DateTime)
