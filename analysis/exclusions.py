@@ -7,13 +7,13 @@ failures) come from the study export; the analysis only decides what to do with 
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
+from analysis.loading import read_config
 from contracts import ContractError
 
 
@@ -30,25 +30,46 @@ class ExclusionRules:
     max_fast_share: float = 0.25       # sessions with more too-fast answers than this share are excluded
     drop_clean: bool = False           # clean controls are described, never in the model contrasts
 
+    def __post_init__(self) -> None:
+        problems = [f"{f.name} must be true or false, not {getattr(self, f.name)!r}" for f in fields(self)
+                    if f.type == "bool" and not isinstance(getattr(self, f.name), bool)]
+        problems += [f"{name} must be {what}, not {getattr(self, name)!r}" for name, what, ok in (
+            ("max_catch_failed", "a whole number ≥ 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+            ("min_rt_ms", "a number of milliseconds ≥ 0", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+            ("max_fast_share", "a share between 0 and 1", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1),
+        ) if not ok(getattr(self, name))]
+        if problems:
+            raise ValueError("; ".join(problems))
+
     def describe(self) -> list[str]:
-        return [f"{f.name} = {getattr(self, f.name)}" for f in fields(self)]
+        """The rules as sentences, in the order the steps apply."""
+        switches = [(self.drop_practice, "Practice trials are left out", "Practice trials are kept"),
+                    (self.drop_catch, "Catch trials are left out (they check attention)", "Catch trials are kept"),
+                    (self.drop_bots, "Bot sessions are excluded", "Bot sessions are kept"),
+                    (self.drop_pilots, "Pilot sessions are excluded", "Pilot sessions are kept"),
+                    (self.drop_withdrawn, "Withdrawn sessions are excluded", "Withdrawn sessions are kept"),
+                    (self.require_completed, "Sessions that did not complete are excluded", "Incomplete sessions are kept")]
+        return [on if flag else off for flag, on, off in switches] + [
+            f"Sessions failing more than {self.max_catch_failed} catch trial(s) are excluded",
+            f"Sessions with more than {self.max_fast_share:.0%} of answers faster than {self.min_rt_ms:g} ms are excluded",
+            f"Single answers faster than {self.min_rt_ms:g} ms are left out",
+            "Clean control images are left out" if self.drop_clean else "Clean control images are described but never contrasted"]
 
 
 def load_rules(path: Path | None, overrides: dict[str, object] | None = None) -> ExclusionRules:
     """Rules from the config's [exclusions] table, then non-None overrides (report flags)."""
     values: dict[str, object] = {}
     if path is not None:
-        try:
-            config = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ContractError(f"analysis config {path}", [str(exc)]) from exc
-        values.update(config.get("exclusions", {}))
+        values.update(read_config(path).get("exclusions", {}))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     known = [f.name for f in fields(ExclusionRules)]
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ContractError(f"analysis config {path}", [f"unknown exclusion rule(s): {', '.join(unknown)}; known: {', '.join(known)}"])
-    return ExclusionRules(**values)
+    try:
+        return ExclusionRules(**values)
+    except ValueError as exc:
+        raise ContractError(f"exclusion rules ({'analysis config ' + str(path) if path else 'report flags'})", [str(exc)]) from None
 
 
 def _session_rule(flag: Callable[[pd.DataFrame], pd.Series]) -> Callable[[pd.DataFrame], pd.Series]:

@@ -1,7 +1,9 @@
 """Reading responses (CSV export or the `responses_long` view) and deriving the analysed answers."""
 from __future__ import annotations
 
+import re
 import sqlite3
+import tomllib
 from contextlib import closing
 from pathlib import Path
 
@@ -11,8 +13,18 @@ import pandas as pd
 from contracts import ContractError, validate_responses_frame
 
 VIEW = "responses_long"  # the contract is this view, never the tables behind it
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
+FIRST_DATA_LINE = 2  # line 1 of a CSV file is its header
 ANSWER_COLUMNS = ["participant_id", "stimulus_id", "source_id", "condition", "task", "norm_l2", "rt_ms",
                   "true_label", "target_label", "response_label", "rating", "target", "true"]
+
+
+def read_config(path: Path) -> dict:
+    """The analysis config (TOML) as a dict; its tables are read by `exclusions` and `design`."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ContractError(f"analysis config {path}", [str(exc)]) from exc
 
 
 def is_database_url(source: str | Path) -> bool:
@@ -22,6 +34,8 @@ def is_database_url(source: str | Path) -> bool:
 def read_view(url: str) -> pd.DataFrame:
     """`SELECT * FROM responses_long` through SQLAlchemy (or sqlite3 for sqlite:/// URLs without it)."""
     query = f"SELECT * FROM {VIEW}"
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():  # SQLite would create it empty
+        raise ContractError(f"database {url}", [f"the SQLite file {url.removeprefix('sqlite:///')} does not exist"])
     try:
         import sqlalchemy
     except ImportError:  # the analysis extra does not need SQLAlchemy; SQLite files still work
@@ -38,14 +52,90 @@ def read_view(url: str) -> pd.DataFrame:
     raise ContractError(f"database {url}", ["reading this kind of database URL needs SQLAlchemy: pip install sqlalchemy"])
 
 
-def load_responses(source: str | Path) -> pd.DataFrame:
+def one_line(exc: ContractError) -> str:
+    """A contract error as one line: what, then every problem."""
+    return f"{str(exc).splitlines()[0].rsplit(': ', 1)[0]}: {'; '.join(exc.problems)}"
+
+
+def detect_delimiter(header: str) -> str:
+    """The delimiter of a CSV file, judged by its header line (the export always writes commas)."""
+    return max(DELIMITERS, key=header.count) if any(d in header for d in DELIMITERS) else ","
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """The export as pandas reads it, indexed by file line so every message can name the line."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        header = fh.readline()
+    delimiter = detect_delimiter(header)
+    if delimiter != ",":  # read as commas it would be one column, reported as 31 missing ones
+        raise ContractError(f"responses file {path}", [
+            f"the file is {DELIMITERS[delimiter]}-delimited (its header has {header.count(delimiter)} {delimiter!r} and "
+            f"{header.count(',')} commas), as a spreadsheet in some locales saves it; export it again with "
+            "`flask --app study export`, or save it as comma-separated CSV"])
+    try:
+        frame = pd.read_csv(path, keep_default_na=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ContractError(f"responses file {path}", [f"not a readable CSV file: {str(exc).splitlines()[0]}"]) from None
+    frame.index = frame.index + FIRST_DATA_LINE  # no exported cell holds a line break, so row i is file line i + 2
+    return frame
+
+
+def validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The contract's checks, with its row labels said as what they are here (file lines or view rows)."""
+    try:
+        return validate_responses_frame(frame)
+    except ContractError as exc:
+        label = "file lines" if where == "file" else "rows of the view"
+        raise ContractError(str(exc).splitlines()[0].rsplit(": ", 1)[0],
+                            [re.sub(r"\(first rows: \[(.*?)\]\)", rf"({label} \1)", p) for p in exc.problems]) from None
+
+
+def drop_missing_rt(frame: pd.DataFrame, allowed: bool) -> pd.DataFrame:
+    """Answers without a reaction time fail the contract; `allowed` (--drop-missing-rt) leaves them
+    out instead, counted in frame.attrs so that the report says how many went."""
+    if "rt_ms" not in frame.columns:  # the contract check names the missing column
+        return frame
+    missing = frame["rt_ms"].isna()
+    if not missing.any():
+        return frame
+    if not allowed:
+        lines = ", ".join(map(str, frame.index[missing][:5]))
+        raise ContractError("responses", [f"{int(missing.sum())} answer(s) ({missing.mean():.1%}) have no reaction time "
+                                          f"(rt_ms empty; first at {lines}); pass --drop-missing-rt to leave them out"])
+    kept = frame[~missing]
+    kept.attrs["dropped_missing_rt"] = int(missing.sum())
+    return kept
+
+
+def check_one_scale(responses: pd.DataFrame) -> None:
+    """All ratings on one scale: the ordinal model needs one set of scale points."""
+    rated = responses[responses["task"] == "rate"]
+    scales = rated.groupby(["rating_min", "rating_max"]).agg(answers=("session_id", "size"), participants=("participant_id", "nunique"),
+                                                            example=("participant_id", "first"))
+    if len(scales) > 1:
+        found = ", ".join(f"{int(lo)}–{int(hi)} ({r.answers} answers from {r.participants} participant(s), e.g. {r.example})"
+                          for (lo, hi), r in scales.iterrows())
+        raise ContractError("responses", [f"ratings use {len(scales)} scales: {found}; analyse one scale at a time "
+                                          "(filter the export on rating_min / rating_max)"])
+
+
+def load_responses(source: str | Path, allow_missing_rt: bool = False) -> pd.DataFrame:
     """Validated responses from a responses.csv path or a database URL (contract dtypes)."""
     if is_database_url(source):
-        return validate_responses_frame(read_view(str(source)))
-    path = Path(source)
-    if not path.is_file():
-        raise ContractError(f"responses file {path}", [f"{path} does not exist; pass the responses.csv of an export or a database URL"])
-    return validate_responses_frame(pd.read_csv(path, keep_default_na=True))
+        frame, where = read_view(str(source)), "view"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ContractError(f"responses file {path}", [f"{path} does not exist; pass the responses.csv of an export or a database URL"])
+        frame, where = read_csv(path), "file"
+    frame = drop_missing_rt(frame, allow_missing_rt)
+    dropped = frame.attrs.get("dropped_missing_rt", 0)
+    responses = validate(frame, where).reset_index(drop=True)  # file lines were for the messages
+    if responses.empty:
+        raise ContractError(f"responses {source}", ["there are no answers (a header only): nothing to analyse"])
+    check_one_scale(responses)
+    responses.attrs["dropped_missing_rt"] = dropped
+    return responses
 
 
 def answers_frame(responses: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +165,7 @@ def answers_frame(responses: pd.DataFrame) -> pd.DataFrame:
     })
     scale = responses.loc[responses["task"] == "rate", ["rating_min", "rating_max"]].drop_duplicates()
     if len(scale) > 1:
-        raise ContractError("responses", [f"ratings use {len(scale)} different scales {scale.values.tolist()}; analyse them separately"])
+        check_one_scale(responses)
     if len(scale):
         answers.attrs.update(rating_min=int(scale.iloc[0, 0]), rating_max=int(scale.iloc[0, 1]))
     return answers

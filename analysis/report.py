@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -23,19 +26,39 @@ import pandas as pd
 
 from analysis import figures
 from analysis.agreement import alpha_by_condition
+from analysis.design import Declared, declared_conditions
 from analysis.descriptives import condition_summary, rating_distribution
-from analysis.exclusions import apply_exclusions, load_rules
+from analysis.exclusions import ExclusionRules, apply_exclusions, load_rules
 from analysis.html_report import Section, render
-from analysis.inference import (OUTCOMES, Layout, analysed_data, contrast_table, detect_layout, fit_model, omnibus,
+from analysis.inference import (OUTCOMES, Layout, contrast_table, detect_layout, fit_model, omnibus, ordered_conditions,
                                 planned_contrasts)
-from analysis.loading import answers_frame, load_responses
+from analysis.loading import answers_frame, load_responses, one_line
 from analysis.robustness import by_image, by_participant
 from analysis.tables import Table, apa_sentence, fmt_with_ci, plain_table, significance_table
 from contracts import ContractError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python analysis/report.py",
         description="Significance tables, figures and an HTML report from a study's responses "
                     "(responses.csv export, or a database URL read through the responses_long view).",
@@ -43,17 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("responses", help="responses.csv exported by `flask --app study export`, or a database URL "
                                           "such as sqlite:///instance/study.sqlite or postgresql+psycopg://…")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output directory (default: ./report)")
-    parser.add_argument("--config", type=Path, help="analysis config (TOML) with an [exclusions] table")
+    parser.add_argument("--config", type=Path, help="analysis config (TOML) with [exclusions] and [design] tables")
+    parser.add_argument("--manifest", type=Path, help="stimulus manifest whose conditions are the declared ones "
+                                                      "(default: [design] conditions of the config, else the export's data_dictionary.csv)")
     rules = parser.add_argument_group("exclusions (override the config)")
     rules.add_argument("--min-rt-ms", type=float, help="answers faster than this are implausible (default 250)")
     rules.add_argument("--max-fast-share", type=float, help="exclude sessions with more too-fast answers than this share (default 0.25)")
     rules.add_argument("--max-catch-failed", type=int, help="exclude sessions failing more catch trials than this (default 0)")
+    rules.add_argument("--drop-missing-rt", action="store_true",
+                       help="leave out answers without a reaction time (otherwise they refuse the export), counted in the report")
     rules.add_argument("--include-incomplete", action="store_const", const=False, dest="require_completed",
                        help="keep sessions that did not complete")
     rules.add_argument("--include-pilots", action="store_const", const=False, dest="drop_pilots", help="keep pilot sessions")
     parser.add_argument("--covariate-l2", action="store_true",
                         help="also fit the primary models with the L2 perturbation norm as a covariate")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="two-way bootstrap replicates (default 1000)")
+    parser.add_argument("--bootstrap", type=at_least(1), default=1000, help="two-way bootstrap replicates (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and power simulations")
     parser.add_argument("--sensitivity", action="store_true",
                         help="also fit linear mixed models with crossed variance components (statsmodels MixedLM; slower)")
@@ -63,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     power.add_argument("--power", action="store_true", help="simulate power per primary contrast over a grid")
     power.add_argument("--power-participants", default="30,60,120", help="participant counts (default 30,60,120)")
     power.add_argument("--power-sources", default="40,80,160", help="source-image counts, multiples of 4 (default 40,80,160)")
-    power.add_argument("--power-studies", type=int, default=100, help="simulated studies per grid cell (default 100)")
+    power.add_argument("--power-studies", type=at_least(1), default=100, help="simulated studies per grid cell (default 100)")
     power.add_argument("--power-target-effect", type=float, default=0.5,
                        help="assumed gradreg − normal effect on the target-label log-odds (default 0.5)")
     power.add_argument("--power-rating-effect", type=float, default=0.3,
@@ -117,7 +144,7 @@ def descriptive_tables(summary: pd.DataFrame) -> Table:
                  "image units independently (Owen 2007); in the matched layout it is conservative.", summary)
 
 
-def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, covariate: bool) -> None:
+def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, declared: Declared, covariate: bool) -> None:
     suffix = "_l2" if covariate else ""
     label = " (adjusted for the L2 norm)" if covariate else ""
     section = Section(f"Primary inference{label}", (
@@ -131,10 +158,10 @@ def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, covar
         with report.step(f"{outcome.title}: primary model{label}"):
             fit = fit_model(answers, outcome, layout, covariate=covariate)
             report.warnings += fit.warnings
-            table = contrast_table(fit, planned_contrasts(fit.conditions))
+            table = contrast_table(fit, planned_contrasts(declared.conditions))
             section.tables.append(significance_table(table, f"{outcome.title}: planned contrasts{label}",
                                                      f"contrasts_{outcome.name}{suffix}", clustering))
-            sentences += [apa_sentence(row) for _, row in table[table["family"] == "primary"].iterrows()]
+            sentences += [apa_sentence(row) for _, row in table[table["family"] == "primary"].iterrows() if not row["note"]]
             omnibus_rows.append(omnibus(fit))
             diagnostics.append({"outcome": outcome.name, "model": fit.formula, "method": fit.method, "answers": fit.n_obs,
                                 "participants": fit.n_participants, "image units": len(set().union(*fit.units.values())),
@@ -148,7 +175,7 @@ def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, covar
     report.add(section)
 
 
-def robustness_section(report: Report, answers: pd.DataFrame, layout: Layout) -> None:
+def robustness_section(report: Report, answers: pd.DataFrame, layout: Layout, declared: Declared) -> None:
     section = Section("Robustness and fixed-image analyses", (
         "By-image (F2) tests treat images as the sample (calibrated in simulation, but they ignore participant × condition "
         "variation). By-participant tests average over images and so treat the shown images as fixed: they do NOT "
@@ -156,10 +183,11 @@ def robustness_section(report: Report, answers: pd.DataFrame, layout: Layout) ->
         "only because readers expect them."))
     for outcome in OUTCOMES:
         with report.step(f"{outcome.title}: robustness tests"):
-            contrasts = planned_contrasts(analysed_data(answers, outcome.name)[1])
+            contrasts = planned_contrasts(declared.conditions)
             item = by_image(answers, outcome.name, layout, contrasts)
+            test = item["test"][item["p"].notna()].iloc[0] if item["p"].notna().any() else "no test could be computed"
             section.tables.append(plain_table(item, f"by_image_{outcome.name}", f"{outcome.title}: by-image (F2) tests",
-                                              f"Per-image means; {item['test'].iloc[0]}. Holm within family."))
+                                              f"Per-image means; {test}. Holm within family."))
             primary = [k for k in contrasts if k.family == "primary"]
             fixed = by_participant(answers, outcome.name, primary)
             section.tables.append(plain_table(fixed, f"by_participant_{outcome.name}",
@@ -187,27 +215,79 @@ def software_versions() -> str:
             f"statsmodels {statsmodels.__version__}")
 
 
+REPORT_MARKERS = ("report.html", "warnings.txt")  # an existing --out holding one of these is an earlier report
+
+
+def check_out(out: Path) -> None:
+    """--out must be new, empty, or an earlier report (which is replaced whole, never merged)."""
+    if out.exists() and not out.is_dir():
+        raise ContractError(f"--out {out}", ["exists and is not a folder"])
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).is_file() for m in REPORT_MARKERS):
+        raise ContractError(f"--out {out}", ["is a folder that holds other files, not an earlier report; choose a new folder"])
+
+
+@contextlib.contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """A temporary sibling of `out` to write into; it replaces `out` only when the run succeeds, so
+    `out` always holds one whole run (or nothing) and a failed run leaves no trace."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
-        responses = load_responses(args.responses)
+        responses = load_responses(args.responses, allow_missing_rt=args.drop_missing_rt)
         rules = load_rules(args.config, {k: getattr(args, k) for k in
                                          ("min_rt_ms", "max_fast_share", "max_catch_failed", "require_completed", "drop_pilots")})
+        declared = declared_conditions(args.config, args.manifest, args.responses, ordered_conditions(responses["condition"]))
+        check_out(args.out)
+        kept, consort = apply_exclusions(responses, rules)
+        if kept.empty:
+            raise ContractError("exclusions", [f"all {len(responses)} answers were excluded, nothing to analyse ("
+                                               + "; ".join(f"{r.step.removeprefix('excluded: ')}: {r['answers removed']}"
+                                                           for _, r in consort.iloc[1:-1].iterrows() if r["answers removed"])
+                                               + "); check the rules or the export"])
     except ContractError as exc:
-        print(f"report: error: {exc}", file=sys.stderr)
+        print(f"report: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    report = Report(out)
+    with atomic_folder(args.out) as out:
+        return write_report(args, Report(out), responses, kept, consort, rules, declared, started)
+
+
+def write_report(args: argparse.Namespace, report: Report, responses: pd.DataFrame, kept: pd.DataFrame, consort: pd.DataFrame,
+                 rules: ExclusionRules, declared: Declared, started: float) -> int:
+    out = report.out
     counts = responses.groupby(["condition", "task"]).size().rename("answers").reset_index()
     counts.to_csv(out / "answer_counts.csv", index=False)
 
-    kept, consort = apply_exclusions(responses, rules)
     answers = answers_frame(kept)
-    report.add(Section("Exclusions", "Rules: " + "; ".join(rules.describe()) + ". Steps apply in this order.",
+    if responses.attrs.get("dropped_missing_rt"):
+        report.warnings.append(f"{responses.attrs['dropped_missing_rt']} answer(s) without a reaction time were left out "
+                               "before the exclusion steps (--drop-missing-rt)")
+    report.add(Section("Exclusions", " ".join(s + "." for s in rules.describe()) + " The steps apply in this order.",
                        [plain_table(consort, "exclusions", "Participants, sessions and answers through the exclusion steps (CONSORT-style)")]))
     layout = detect_layout(answers)
-    report.add(Section("Design", f"Layout detected from source_id: {layout.name}; {layout.reason}. "
+    analysable = set(answers.loc[answers["condition"] != "clean", "condition"])
+    report.warnings += [f"declared condition {c} has no analysable answers: its contrasts are shown as not estimable and "
+                        "still count in their Holm families" for c in declared.conditions if c not in analysable]
+    undeclared = [c for c in ordered_conditions(answers["condition"]) if c not in declared.conditions and c != "clean"]
+    report.warnings += [f"condition {c} has answers but was not declared ({declared.source}): described, never contrasted"
+                        for c in undeclared]
+    report.add(Section("Design", f"Declared conditions (from {declared.source}): {', '.join(declared.conditions)}; the "
+                                 "contrast families are built from them. "
+                                 f"Layout detected from source_id: {layout.name}; {layout.reason}. "
                                  f"{answers['participant_id'].nunique()} participants, {answers['stimulus_id'].nunique()} images from "
                                  f"{answers['source_id'].nunique()} source digits, {len(answers)} answers after exclusions."))
 
@@ -220,10 +300,10 @@ def run(args: argparse.Namespace) -> int:
             section.figures += [figures.rating_distribution(distribution, out)[0], figures.legitimacy_vs_l2(answers, out)[0]]
         report.add(section)
 
-    primary_section(report, answers, layout, covariate=False)
+    primary_section(report, answers, layout, declared, covariate=False)
     if args.covariate_l2:
-        primary_section(report, answers, layout, covariate=True)
-    robustness_section(report, answers, layout)
+        primary_section(report, answers, layout, declared, covariate=True)
+    robustness_section(report, answers, layout, declared)
 
     with report.step("Agreement"):
         alpha = pd.concat([alpha_by_condition(answers, "response_label", "nominal", args.bootstrap, args.seed),
@@ -246,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
         from analysis.rcheck import crosscheck_table
 
         with report.step("R cross-check (lme4 / ordinal)"):
-            table, notes = crosscheck_table(answers, layout)
+            table, notes = crosscheck_table(answers, layout, declared.conditions)
             report.warnings += notes
             report.add(Section("Cross-check in R", (
                 "glmer (labels) and clmm (ratings) with crossed random intercepts, beside the primary Python models. R's "
@@ -266,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary_line)
     for warning in report.warnings:
         print(f"warning: {warning}")
-    print(f"wrote {out / 'report.html'} and {len(report.files)} table files")
+    print(f"wrote {args.out / 'report.html'} and {len(report.files)} table files")
     return 0
 
 

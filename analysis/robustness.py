@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.inference import Contrast, Layout, holm_within
+from analysis.inference import Contrast, Layout, estimable, holm_within, not_estimable_note
 
 DECIMALS = 10  # differences are rounded before ranking: 3.65-3.55 and 3.05-2.95 differ in binary floating point
 
@@ -66,6 +66,10 @@ def by_image(answers: pd.DataFrame, outcome: str, layout: Layout, contrasts: lis
     per_unit = per_image.groupby(level=["condition", layout.unit]).mean().unstack("condition")
     rows = []
     for k in contrasts:
+        if not estimable(k, list(per_unit.columns)):
+            rows.append({"outcome": outcome, "family": k.family, "contrast": f"{k.a} − {k.b}", "p": np.nan,
+                         "test": not_estimable_note(k, list(per_unit.columns))})
+            continue
         if layout.name == "matched":
             pair = per_unit[[k.a, k.b]].dropna()
             res = wilcoxon_paired(pair[k.a], pair[k.b])
@@ -85,6 +89,10 @@ def by_participant(answers: pd.DataFrame, outcome: str, contrasts: list[Contrast
     wide = participant_means(answers, outcome)
     rows = []
     for k in contrasts:
+        if not estimable(k, list(wide.columns)):
+            rows += [{"outcome": outcome, "family": k.family, "contrast": f"{k.a} − {k.b}", "p": np.nan, "test": test,
+                      "note": not_estimable_note(k, list(wide.columns))} for test in ("paired t", "Wilcoxon signed-rank")]
+            continue
         pair = wide[[k.a, k.b]].dropna()
         for res in (paired_t(pair[k.a], pair[k.b]), wilcoxon_paired(pair[k.a], pair[k.b])):
             rows.append({"outcome": outcome, "family": k.family, "contrast": f"{k.a} − {k.b}", **res})

@@ -89,10 +89,10 @@ def significance_table(contrasts: pd.DataFrame, title: str, name: str, clusterin
     frame = pd.DataFrame({
         "Contrast": contrasts["contrast"],
         "Family": contrasts["family"],
-        "b": contrasts["estimate"].map(fmt_num),
+        "b": [note or fmt_num(b) for b, note in zip(contrasts["estimate"], contrasts["note"])],
         "SE": contrasts["se"].map(fmt_num),
         "95% CI": [fmt_ci(lo, hi) for lo, hi in zip(contrasts["ci_low"], contrasts["ci_high"])],
-        "t (df)": [f"{fmt_num(t)} ({int(df)})" for t, df in zip(contrasts["t"], contrasts["df"])],
+        "t (df)": [f"{fmt_num(t)} ({int(df)})" if np.isfinite(df) else "—" for t, df in zip(contrasts["t"], contrasts["df"])],
         "p": contrasts["p"].map(fmt_p),
         "p (Holm)": contrasts["p_holm"].map(fmt_p),
         f"{first['ratio_name']} [95% CI]": [fmt_with_ci(r, lo, hi) for r, lo, hi in
@@ -105,8 +105,9 @@ def significance_table(contrasts: pd.DataFrame, title: str, name: str, clusterin
     note = (f"Method: {first['method']}. b is a population-averaged (marginal) {scale} difference, smaller in size than a "
             f"mixed model's conditional estimate by design. Standard errors are clustered two ways ({clustering}; Cameron, "
             "Gelbach & Miller 2011); t reference with df = the smaller number of clusters − 1. Holm adjustment within each of "
-            "this outcome's pre-declared families: " + "; ".join(f"{f} (k = {n})" for f, n in families.items())
-            + " — primary = each defended model vs normal, secondary = all pairwise contrasts. "
+            "this outcome's declared families: " + "; ".join(f"{f} (k = {n})" for f, n in families.items())
+            + " — primary = each defended model vs normal, secondary = all pairwise contrasts; a contrast that is not "
+            "estimable still counts in its family. "
             f"Δ is the model-implied difference in {first['diff_name'].replace(' difference', '')} (delta-method interval).")
     return Table(name, title, frame, note, contrasts)
 

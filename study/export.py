@@ -139,9 +139,21 @@ def _schema_type(spec: dict[str, Any]) -> str:
     return kind + (" (may be empty)" if "null" in types else "")
 
 
-def dictionary_rows() -> Iterator[list[str]]:
+def study_conditions(selection: Selection) -> list[str]:
+    """The conditions of the exported studies' stimulus sets: the declared design, including a
+    condition that no answer reached (the analysis builds its contrast families from these)."""
+    query = select(Stimulus.condition).distinct().join(Study, Study.id == Stimulus.study_id)
+    if selection.study is not None:
+        query = query.where(Study.slug == selection.study)
+    present = set(db.session.scalars(query))
+    return [c for c in load_schema(RESPONSE_SCHEMA)["properties"]["condition"]["enum"] if c in present]
+
+
+def dictionary_rows(conditions: list[str] | None = None) -> Iterator[list[str]]:
+    """conditions: the `condition` column's values for this export (default: every value the contract allows)."""
     for name, spec in load_schema(RESPONSE_SCHEMA)["properties"].items():
-        yield ["responses.csv", name, _schema_type(spec), spec["description"]]
+        kind = "one of: " + ", ".join(conditions) if name == "condition" and conditions else _schema_type(spec)
+        yield ["responses.csv", name, kind, spec["description"]]
     for name, (expr, description) in PARTICIPANT_COLUMNS.items():
         kind = {bool: "boolean", int: "integer", float: "number"}.get(getattr(expr.type, "python_type", str), "string")
         yield ["participants.csv", name, "string (ISO 8601 UTC)" if name.endswith("_at") else kind, description]
@@ -211,8 +223,9 @@ def participants_csv(selection: Selection) -> Iterator[str]:
     return csv_chunks(list(PARTICIPANT_COLUMNS), stream_query(participants_select(selection)))
 
 
-def dictionary_csv() -> Iterator[str]:
-    return csv_chunks(["file", "column", "type", "description"], dictionary_rows())
+def dictionary_csv(selection: Selection | None = None) -> Iterator[str]:
+    conditions = study_conditions(selection) if selection is not None else None
+    return csv_chunks(["file", "column", "type", "description"], dictionary_rows(conditions))
 
 
 EXPORTS = {"responses.csv": responses_csv, "participants.csv": participants_csv}
@@ -238,5 +251,5 @@ def export_all(out_dir: str | Path, selection: Selection) -> dict[str, int]:
     (counted as lines: no column holds a newline; HTTP headers such as the user agent cannot)."""
     out_dir = Path(out_dir)
     written = {name: write_atomically(out_dir / name, make(selection)) for name, make in EXPORTS.items()}
-    written["data_dictionary.csv"] = write_atomically(out_dir / "data_dictionary.csv", dictionary_csv())
+    written["data_dictionary.csv"] = write_atomically(out_dir / "data_dictionary.csv", dictionary_csv(selection))
     return written
