@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 # other tests); passive waiting made the engine tests ~10x faster on a loaded 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test system-deps bench lock clean
+.PHONY: setup demo test system-deps bench lock clean screenshots
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ node_modules/axe-core:
 
 system-deps:
 	bash scripts/ensure-system-deps.sh
+
+## PNGs of every participant page state at 1280×800 and 390×844, into docs/screens/.
+screenshots: setup system-deps
+	$(BIN)/python scripts/screenshots.py
 
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -245,6 +245,7 @@ async function finish() {
   current = null;
   finishing = true;
   $("trial").hidden = true;
+  $("progress").value = 1;
   $("feedback").textContent = "";
   showSaving();
   while (outbox.size) {

@@ -7,10 +7,17 @@ script (scripts/screenshots.py) photographs it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 from playwright.sync_api import Browser, Page, Request
+
+from study.config import DEFAULT_CONFIG, load_config, parse_config
+from study.db import db
+from study.driver import Participant
+from study.studies import create_study
+from studyhelp import BASE_CONFIG, app_with_study
 
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
@@ -61,6 +68,27 @@ class Walk:
             self.posted.append(request.post_data_json)
 
 
+def create_studies(database_url: str, stimset: Path) -> None:
+    """The walked study ("walk": 2 practice images, 4 main ones, a break after the 2nd), one that
+    will be full ("full", see `fill`) and one for clicking through ("clicks": 10 images, so 10
+    label and 10 rating questions)."""
+    default = load_config(DEFAULT_CONFIG)  # its words and scale, so the screenshots show the real pages
+    words = {"title": default.title, "texts": asdict(default.texts), "rate": asdict(default.rating),
+             "label": {"question": default.label_question}}
+    walked = {**BASE_CONFIG, **words, "id": "walk", "break_every": 2, "seconds_per_answer": 10, "target_participants": 100}
+    app = app_with_study(database_url, parse_config(walked), stimset)
+    with app.app_context():
+        create_study(parse_config({**BASE_CONFIG, "id": "full", "target_participants": 1}), stimset)
+        create_study(parse_config({**BASE_CONFIG, "id": "clicks", "trials_per_participant": 6,
+                                   "target_participants": 100}), stimset)
+        db.engine.dispose()  # the server must not share this process's connections
+
+
+def fill(base: str) -> None:
+    """Take the full study's only place."""
+    Participant(base, "full", params={"participant": "first"}, seed=1).start()
+
+
 def new_page(browser: Browser, viewport: str) -> Page:
     phone = viewport == "phone"
     context = browser.new_context(viewport=VIEWPORTS[viewport], has_touch=phone, is_mobile=phone)
@@ -82,7 +110,7 @@ def trial_count(page: Page) -> int:
     return page.evaluate("JSON.parse(document.getElementById('study-data').textContent).trials.length")
 
 
-def walk(page: Page, base: str, study: str, full_study: str, seen: Walk) -> Iterator[str]:
+def walk(page: Page, base: str, seen: Walk, study: str = "walk", full_study: str = "full") -> Iterator[str]:
     """Consent to completion of one session of `study` (2 practice images, a break after the 2nd
     main image), then the entry page's offer to continue, a withdrawal and a full study."""
     page.on("request", seen.record)

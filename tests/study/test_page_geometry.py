@@ -10,12 +10,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine
 
-from pagestates import EXPECTED, STATES, TASK_STATES, Walk, new_page, wait_ready, walk
-from study.config import parse_config
-from study.db import db
-from study.driver import Participant
-from study.studies import create_study
-from studyhelp import BASE_CONFIG, app_with_study, stimset, study_server  # noqa: F401  (fixtures)
+from pagestates import EXPECTED, STATES, TASK_STATES, Walk, create_studies, fill, new_page, wait_ready, walk
+from studyhelp import stimset, study_server  # noqa: F401  (fixtures)
 from test_browser import session_rows
 
 pytestmark = pytest.mark.browser
@@ -78,17 +74,11 @@ PHANTOM_JS = """(expected) => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, stimset):
-    """One server for the module: the walked study (a break after 2 main images), a full study
-    and the click-through study (6 main images: 10 label and 10 rating questions with practice)."""
-    tmp = tmp_path_factory.mktemp("geometry")
-    url = f"sqlite:///{tmp / 'study.sqlite'}"
-    app = app_with_study(url, parse_config({**BASE_CONFIG, "id": "walk", "break_every": 2, "target_participants": 100}), stimset)
-    with app.app_context():
-        for config in ({"id": "full", "target_participants": 1}, {"id": "clicks", "trials_per_participant": 6}):
-            create_study(parse_config({**BASE_CONFIG, **config}), stimset)
-        db.engine.dispose()  # the server must not share this process's connections
+    """One server for the module, with the studies pagestates walks and clicks through."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('geometry') / 'study.sqlite'}"
+    create_studies(url, stimset)
     with study_server(url, None, None) as (base, _):
-        Participant(base, "full", params={"participant": "first"}, seed=1).start()  # takes the only place
+        fill(base)
         yield base, create_engine(url)
 
 
@@ -97,7 +87,7 @@ def test_each_state_offers_exactly_its_controls_and_nothing_else_answers(server,
     base, _engine = server
     page = new_page(browser, viewport)
     seen, checked = Walk(), []
-    for state in walk(page, base, "walk", "full", seen):
+    for state in walk(page, base, seen):
         found = page.evaluate(REACHABLE_JS, [EXPECTED[state], state in TASK_STATES])
         problems = {k: found[k] for k in ("missing", "overlaps", "small", "offscreen") if found[k]}
         if found["sideways"]:
