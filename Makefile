@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 # other tests); passive waiting made the engine tests ~10x faster on a loaded 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test system-deps bench lock clean audit
+.PHONY: setup demo test system-deps bench lock clean audit screenshots
 
 # The pip setup installs first (a venv's bundled pip is whatever the Python came with); the
 # dependency audit checks this pin too.
@@ -43,6 +43,10 @@ system-deps:
 ## Pinned packages against the vendored advisories (security/advisories.json); fails on a match.
 audit: setup
 	$(BIN)/python scripts/audit_deps.py
+
+## PNGs of every participant page state at 1280×800 and 390×844, into docs/screens/.
+screenshots: setup system-deps
+	$(BIN)/python scripts/screenshots.py
 
 bench: setup
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -80,10 +80,12 @@ async function flush() {
   }
 }
 
+let finishing = false; // the last answer is given: saving the rest, then asking for completion
+
 function showSaving() {
   $("saving").textContent = outbox.size && !navigator.onLine
     ? "You seem to be offline. Your answers are kept and will be sent when the connection returns."
-    : "";
+    : finishing ? "Saving your answers…" : "";
 }
 
 addEventListener("online", () => { retryDelay = FIRST_RETRY_MS; flush(); });
@@ -241,9 +243,11 @@ function pause() {
 
 async function finish() {
   current = null;
+  finishing = true;
   $("trial").hidden = true;
+  $("progress").value = 1;
   $("feedback").textContent = "";
-  $("saving").textContent = "Saving your answers…";
+  showSaving();
   while (outbox.size) {
     flush();
     await sleep(250);
@@ -263,7 +267,7 @@ async function finish() {
     // The server lacks some answers (refused, or lost before they reached the outbox): ask again.
     for (const index of body.missing) { answered.delete(index); rejected.delete(index); }
     const next = nextTrial();
-    if (next) { $("saving").textContent = ""; return show(next); }
+    if (next) { finishing = false; showSaving(); return show(next); }
   }
   await sleep(retryDelay);
   retryDelay = Math.min(retryDelay * 2, MAX_RETRY_MS);

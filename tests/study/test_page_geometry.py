@@ -1,0 +1,145 @@
+"""What a participant can see and click, checked by geometry in Chromium at desktop and phone size.
+
+For every page state (pagestates.STATES), the controls a person can reach (visible, not inert,
+on top at their centre: document.elementFromPoint) are exactly the state's intended ones, none
+overlaps another, and nothing scrolls sideways; clicking where a hidden control would be posts
+no answer. And clicking through a session, every stored answer is the one its question asked.
+"""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine
+
+from pagestates import EXPECTED, STATES, TASK_STATES, Walk, create_studies, fill, new_page, wait_ready, walk
+from studyhelp import stimset, study_server  # noqa: F401  (fixtures)
+from test_browser import session_rows
+
+pytestmark = pytest.mark.browser
+
+# Every control a person could click or Tab to; `expected` are the selectors of those the state
+# should offer. Controls below the fold are scrolled to first (on the task page nothing may need
+# scrolling: the answer buttons must be on screen with the image).
+REACHABLE_JS = """([expected, mustFit]) => {
+  const controls = [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, [tabindex]:not([tabindex="-1"])')];
+  const wanted = new Set(expected.flatMap((s) => [...document.querySelectorAll(s)]));
+  const name = (el) => ((el.getAttribute('aria-label') || el.textContent).trim().replace(/\\s+/g, ' ') || el.id || el.tagName);
+  const result = { reachable: [], missing: [], overlaps: [], small: [], offscreen: [],
+                   sideways: document.documentElement.scrollWidth > innerWidth };
+  const shown = [];
+  for (const el of controls) {
+    if (!el.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true })) continue;
+    let box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0) continue;
+    shown.push([el, box]);
+    if (box.top < 0 || box.bottom > innerHeight) {
+      if (mustFit && wanted.has(el)) result.offscreen.push(name(el));
+      el.scrollIntoView({ block: 'center' });
+      box = el.getBoundingClientRect();
+    }
+    const part = el.getClientRects()[0]; // a link wrapped over two lines: its first line
+    const top = document.elementFromPoint(part.left + part.width / 2, part.top + part.height / 2);
+    if (!el.closest('[inert]') && top && (top === el || el.contains(top))) result.reachable.push(name(el));
+    else if (wanted.has(el)) result.missing.push(name(el));
+    if (el.closest('.buttons') && (box.width < 44 || box.height < 44)) result.small.push(name(el));
+    scrollTo(0, 0);
+  }
+  for (let i = 0; i < shown.length; i++) for (let j = i + 1; j < shown.length; j++) {
+    const [a, p] = shown[i], [b, q] = shown[j];
+    if (a.contains(b) || b.contains(a)) continue;
+    if (Math.min(p.right, q.right) - Math.max(p.left, q.left) > 0.5 && Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top) > 0.5)
+      result.overlaps.push(`${name(a)} / ${name(b)}`);
+  }
+  result.wanted = [...wanted].map(name);
+  return result;
+}"""
+
+# Centres of the buttons a person cannot use now: inside a [hidden] element (measured by
+# unhiding it for an instant, without a paint in between) or inert. Points that land on a control
+# the state does offer are left out, since clicking those is meant to work.
+PHANTOM_JS = """(expected) => {
+  const wanted = new Set(expected.flatMap((s) => [...document.querySelectorAll(s)]));
+  const hidden = [...document.querySelectorAll('main [hidden]')];
+  hidden.forEach((el) => { el.hidden = false; });
+  const points = [...document.querySelectorAll('main button, main a[href]')]
+    .filter((el) => hidden.some((h) => h.contains(el)) || el.closest('[inert]'))
+    .map((el) => el.getBoundingClientRect()).filter((r) => r.width > 0)
+    .map((r) => [r.left + r.width / 2, r.top + r.height / 2]);
+  hidden.forEach((el) => { el.hidden = true; });
+  return points.filter(([x, y]) => {
+    const top = document.elementFromPoint(x, y);
+    return y > 0 && y < innerHeight && !(top && [...wanted].some((w) => w.contains(top)));
+  });
+}"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, stimset):
+    """One server for the module, with the studies pagestates walks and clicks through."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('geometry') / 'study.sqlite'}"
+    create_studies(url, stimset)
+    with study_server(url, None, None) as (base, _):
+        fill(base)
+        yield base, create_engine(url)
+
+
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+def test_each_state_offers_exactly_its_controls_and_nothing_else_answers(server, browser, viewport):
+    base, _engine = server
+    page = new_page(browser, viewport)
+    seen, checked = Walk(), []
+    for state in walk(page, base, seen):
+        found = page.evaluate(REACHABLE_JS, [EXPECTED[state], state in TASK_STATES])
+        problems = {k: found[k] for k in ("missing", "overlaps", "small", "offscreen") if found[k]}
+        if found["sideways"]:
+            problems["sideways"] = "the page scrolls sideways"
+        assert sorted(found["reachable"]) == sorted(found["wanted"]) and not problems, (state, found)
+        if state not in ("consent", "resume-offer", "full", "withdrawn"):
+            assert found["wanted"], state  # every running-session state offers its controls
+
+        before = (len(seen.posted), page.url, page.evaluate("document.getElementById('trial')?.dataset.index"))
+        points = page.evaluate(PHANTOM_JS, EXPECTED[state])
+        if state in TASK_STATES or state in ("break", "saving"):
+            assert points, (state, "no hidden or inert answer button to click")
+        for x, y in points:
+            page.mouse.click(x, y)
+        page.wait_for_timeout(150)  # time for a posted answer to show up in `seen`
+        after = (len(seen.posted), page.url, page.evaluate("document.getElementById('trial')?.dataset.index"))
+        assert after == before, (state, "a click where no control is offered did something")
+        checked.append(state)
+    assert checked == list(STATES)
+    page.context.close()
+
+
+def test_every_visible_button_answers_what_its_question_asked(server, browser):
+    """Click, across the session, every answer button a person can see, in turn. A click on a
+    button of the other question would be posted for the question on screen (the old page stored
+    "5 Completely" as the digit 5): each posted and stored answer must be the clicked button's."""
+    base, engine = server
+    page = new_page(browser, "desktop")
+    seen = Walk()
+    page.on("request", seen.record)
+    page.goto(f"{base}/study/clicks?participant=clicker")
+    page.click("button[value=agree]")
+    page.click("text=Start the practice images")
+    n = page.evaluate("JSON.parse(document.getElementById('study-data').textContent).trials.length")
+    clicked, used = [], set()
+    for index in range(n):
+        task = wait_ready(page, index)
+        visible = page.evaluate("""() => [...document.querySelectorAll('.buttons button')]
+            .filter((b) => b.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true }))
+            .map((b) => [b.closest('.buttons').id.split('-')[0], Number(b.dataset.value)])""")
+        fresh = [b for b in visible if tuple(b) not in used] or visible
+        group, value = fresh[0]
+        used.add((group, value))
+        page.locator(f"#{group}-buttons button[data-value='{value}']").click()
+        page.wait_for_function(f"() => document.getElementById('trial').dataset.index != {index}"
+                               " || !!document.getElementById('saving').textContent", timeout=5000)
+        clicked.append((index, task, group, value))
+        assert group == task, f"trial {index} asked for a {task}; a {group} button ({value}) answered it"
+        assert seen.posted[-1]["trial_index"] == index and seen.posted[-1]["response"] == value
+    page.wait_for_selector("#completion-code", timeout=20000)
+    assert {(g, v) for _, _, g, v in clicked} == {("label", d) for d in range(10)} | {("rate", r) for r in range(1, 6)}
+    stored = [(r["trial_index"], r["task"], r["response_label"] if r["task"] == "label" else r["response_rating"])
+              for r in session_rows(engine, page)]
+    assert stored == [(i, t, v) for i, t, _, v in clicked]
+    page.context.close()
