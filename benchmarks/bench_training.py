@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 
 from benchmarks.results import Entry, write_section
-from engine.config import CONDITIONS, make_config
+from engine import regimes
+from engine.config import make_config
 from engine.data import load_dataset
 from engine.models import build_model
-from engine.training import LOSSES
 from engine.zoo import load_zoo
 
 STEP_REGIMES = ("normal", "gradreg", "gradreg-uniform", "adversarial")
+ZOO = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform")  # the paper's five
 
 
 def step_times(architecture: str, batch: int, repeats: int, threads: int, channels_last: bool = False) -> dict[str, float]:
@@ -44,7 +45,7 @@ def step_times(architecture: str, batch: int, repeats: int, threads: int, channe
     for i in range(repeats + 3):  # three warm-up rounds
         for regime, (model, opt) in setups.items():
             start = time.perf_counter()
-            loss = LOSSES[regime](model, x, y, cfg)
+            loss = regimes.get(regime).loss(model, x, y, cfg.params(regime))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -58,7 +59,7 @@ def zoo_time(jobs: int) -> tuple[float, dict[str, float]]:
     training seconds (from its sidecar)."""
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        zoo = load_zoo(list(CONDITIONS), make_config("demo"), cache_dir=Path(cache), progress=False, jobs=jobs)
+        zoo = load_zoo(list(ZOO), make_config("demo"), cache_dir=Path(cache), progress=False, jobs=jobs)
         return time.perf_counter() - start, {c: meta["train_seconds"] for c, (_, meta) in zoo.items()}
 
 

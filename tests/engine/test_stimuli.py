@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import contracts
+from contracts.settings import parse_sets
 from engine import checkpoints, cli, stimuli
 from engine.config import ConfigError
 from engine.data import load_dataset
@@ -68,7 +69,7 @@ def test_written_set_follows_the_contract_and_the_matched_layout(written, datase
     assert sorted(s["role"] for s in others) == ["catch"] * 3 + ["practice"] * 2
     assert not sources & {s["source_index"] for s in others}
     assert set(dataset.test.indices.tolist()) >= sources
-    assert manifest["dataset"]["split"] == "test" and manifest["config"]["attack"] == "itgsm"
+    assert manifest["dataset"]["split"] == "test" and manifest["config"]["attack"] == "iterated-tgsm"
     assert Image.open(out / "contact_sheet.png").size[1] > 3 * 58  # rows: clean + two conditions
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
@@ -176,19 +177,20 @@ def test_writing_refuses_a_non_empty_folder_and_never_leaves_half_a_set(written,
 
 
 def test_design_errors_are_one_line_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown design field"):
+    with pytest.raises(ConfigError, match="unknown key design.sources .*allowed there: dataset, split"):
         stimuli.load_design(overrides={"sources": 3})
-    with pytest.raises(ConfigError, match="target_rule"):
+    with pytest.raises(ConfigError, match="design.target_rule = 'nearest' .*'next', 'all' or 'random'"):
         stimuli.load_design(overrides={"target_rule": "nearest"})
     with pytest.raises(ConfigError, match="unknown condition"):
         stimuli.load_design(overrides={"conditions": ["normal", "robust"]})
-    with pytest.raises(ConfigError, match="must be int"):
+    with pytest.raises(ConfigError, match="design.iterations = 2.5"):
         stimuli.load_design(overrides={"iterations": 2.5})
+    assert stimuli.load_design(overrides={"attack": "itgsm"}).attack == "iterated-tgsm"  # the old name still reads
     (tmp_path / "d.toml").write_text('matching = "l2"\nsources_per_class = 3\n')
     design = stimuli.load_design(tmp_path / "d.toml", {"step": 0.05})
     assert (design.matching, design.sources_per_class, design.step, design.iterations) == ("l2", 3, 0.05, 10)
-    assert stimuli.parse_set("conditions=[\"normal\"]") == ("conditions", ["normal"])
-    assert stimuli.parse_set("target_rule=all") == ("target_rule", "all")
+    assert parse_sets(['conditions=["normal"]', "target_rule=all", "train.gradreg.lambda=3e2"], "design", ("design", "train"))[1] == {
+        "design": {"conditions": ["normal"], "target_rule": "all"}, "train": {"gradreg": {"lambda": 300.0}}}
 
 
 def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
