@@ -4,6 +4,6 @@ See `base.py` for what a regime declares. The order here is the order of `engine
 --condition all` and of the docs.
 """
 from engine.regimes import adversarial, distilled, gradreg, gradreg_uniform, normal, pgd_adversarial, trades  # noqa: F401
-from engine.regimes.base import REGISTRY, Params, Regime, get, help_text, names, register, unregister
+from engine.regimes.base import REGISTRY, Params, Regime, get, help_text, markdown_table, names, register, unregister
 
-__all__ = ["REGISTRY", "Params", "Regime", "get", "help_text", "names", "register", "unregister"]
+__all__ = ["REGISTRY", "Params", "Regime", "get", "help_text", "markdown_table", "names", "register", "unregister"]

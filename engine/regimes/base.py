@@ -91,3 +91,14 @@ def names() -> tuple[str, ...]:
 def help_text() -> str:
     """One line per regime, for `--help`."""
     return "; ".join(f"{name}: {REGISTRY[name].summary}" for name in names())
+
+
+def markdown_table() -> str:
+    """The regimes, their config keys (demo defaults) and papers, as docs/engine.md shows them."""
+    lines = ["| regime | what it trains on | config keys (demo preset) | from |", "|---|---|---|---|"]
+    for name in names():
+        r = REGISTRY[name]
+        keys = "; ".join(f"`train.{name}.{f.alias or key}` = {f.default!r}" + (f" ({f.description})" if f.description else "")
+                         for key, f in r.params.model_fields.items()) or "—"
+        lines.append(f"| `{name}` | {r.summary} | {keys} | {r.paper} |")
+    return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from engine.regimes.base import Params, Regime, register
 
 class DistilledParams(Params):
     temperature: float = Field(50.0, gt=0, description="teacher and student train at T; the student is used at T = 1")
-    lr: float = Field(3e-2, gt=0, description="learning rate of teacher and student (replaces train.lr)")
+    lr: float = Field(3e-2, gt=0, description="learning rate of teacher and student, in place of train.lr")
 
 
 def tempered_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:

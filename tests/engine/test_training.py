@@ -141,3 +141,45 @@ def test_same_seed_same_weights_other_seed_other_weights(small_split):
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not torch.equal(sa["0.weight"], sc["0.weight"])
+
+
+def test_docs_carry_the_registry_table():
+    """docs/engine.md's regime table is `python -m engine.regimes`, so the docs follow the registry."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "docs" / "engine.md").read_text()
+    table = text.split("-->\n", 1)[1].split("<!-- regimes:end", 1)[0].strip()
+    assert table == regimes.markdown_table().strip()
+
+
+def test_pgd_adversarial_loss_is_the_cross_entropy_on_pgd_examples_with_random_start():
+    import copy
+
+    from engine.attacks import pgd
+    model = tiny_model().float()
+    twin = copy.deepcopy(model)  # the loss's training-mode forward moves BN's running statistics
+    x, y = digits(16)
+    params = make_config(overrides={"pgd-adversarial.steps": 3}).params("pgd-adversarial")
+    torch.manual_seed(4)
+    loss = regimes.get("pgd-adversarial").loss(model, x, y, params)
+    torch.manual_seed(4)  # the same random start
+    x_adv = pgd(twin, x, y, params.eps, params.step, 3, random_start=True)
+    model = twin
+    assert model.training and (x_adv - x).abs().max() <= params.eps + 1e-6
+    assert loss.item() == pytest.approx(F.cross_entropy(model(x_adv), y).item(), rel=1e-6)
+
+
+def test_trades_inner_maximisation_raises_the_kl_inside_the_ball():
+    from engine.regimes.trades import kl, worst_neighbour
+    model = tiny_model().float()
+    x, y = digits(16)
+    params = make_config().params("trades")
+    torch.manual_seed(0)
+    adv = worst_neighbour(model, x, params)
+    assert (adv - x).abs().max() <= params.eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1 and model.training
+    with torch.no_grad():
+        model.eval()
+        probs = F.softmax(model(x), 1)
+        assert kl(model(adv), probs) > 10 * kl(model(x + 0.001 * torch.randn_like(x)), probs)
+        model.train()
+    no_kl = make_config(overrides={"trades.beta": 0}).params("trades")
+    assert regimes.get("trades").loss(model, x, y, no_kl).item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
