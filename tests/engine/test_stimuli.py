@@ -213,16 +213,19 @@ def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
         paths.append(str(tmp_path / f"{condition}.pt"))
     out = tmp_path / "cli-set"
     argv = ["generate-stimuli", "--out", str(out), "--models", *paths, "--quiet", "--set", 'conditions=["normal","gradreg"]',
-            "--set", "sources_per_class=1", "--set", "practice=1", "--set", "catch=1"]
+            "--set", "sources_per_class=1", "--set", "practice=1", "--set", "catch=1", "--set", "train.gradreg.lambda=300"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "normal 10, gradreg 10, clean 10" in printed
     manifest = contracts.load_stimulus_set(out)
     assert [m["id"] for m in manifest["models"]] == ["normal-test", "gradreg-test"]
-    assert json.loads((out / "manifest.json").read_text())["config"]["preset"] == "demo"
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["preset"] == "demo" and config["train"]["gradreg"]["lambda"] == 300 and config["sources_per_class"] == 1
     assert cli.main(["verify", str(out), "--models-dir", str(tmp_path)]) == 0
     assert "all 32 stimuli match" in capsys.readouterr().out
     assert cli.main(argv) == 2  # not empty now
     assert "pass --force" in capsys.readouterr().err
-    assert cli.main(argv[:-2] + ["--set", "catch=-1"]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    for bad, message in [("catch=-1", "design.catch = -1 (from --set)"), ("train.trades.beta=x", "train.trades.beta = 'x' (from --set)")]:
+        assert cli.main([*argv, "--force", "--set", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err
