@@ -16,13 +16,16 @@ from pathlib import Path
 import torch
 
 from benchmarks.results import Entry, write_section
-from engine.config import CONDITIONS, make_config
+from engine import regimes
+from engine.config import make_config
 from engine.data import load_dataset
 from engine.models import build_model
-from engine.training import LOSSES
 from engine.zoo import load_zoo
 
-STEP_REGIMES = ("normal", "gradreg", "gradreg-uniform", "adversarial")
+STEP_REGIMES = ("normal", "gradreg", "gradreg-uniform", "adversarial", "pgd-adversarial", "trades")
+# Regimes whose step runs an inner attack of `steps` iterations: their floor is steps + 1 forward-backward passes.
+ATTACK_STEP_REGIMES = ("pgd-adversarial", "trades")
+ZOO = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform")  # the paper's five
 
 
 def step_times(architecture: str, batch: int, repeats: int, threads: int, channels_last: bool = False) -> dict[str, float]:
@@ -44,7 +47,7 @@ def step_times(architecture: str, batch: int, repeats: int, threads: int, channe
     for i in range(repeats + 3):  # three warm-up rounds
         for regime, (model, opt) in setups.items():
             start = time.perf_counter()
-            loss = LOSSES[regime](model, x, y, cfg)
+            loss = regimes.get(regime).loss(model, x, y, cfg.params(regime))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -53,12 +56,17 @@ def step_times(architecture: str, batch: int, repeats: int, threads: int, channe
     return {r: statistics.median(t) for r, t in times.items()}
 
 
+def floor_passes(regime: str) -> int:
+    """k + 1 forward-backward passes for a regime whose inner attack takes k steps (demo preset)."""
+    return make_config().params(regime).steps + 1
+
+
 def zoo_time(jobs: int) -> tuple[float, dict[str, float]]:
     """Wall seconds to train the five demo models from scratch with `load_zoo`, and each model's own
     training seconds (from its sidecar)."""
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        zoo = load_zoo(list(CONDITIONS), make_config("demo"), cache_dir=Path(cache), progress=False, jobs=jobs)
+        zoo = load_zoo(list(ZOO), make_config("demo"), cache_dir=Path(cache), progress=False, jobs=jobs)
         return time.perf_counter() - start, {c: meta["train_seconds"] for c, (_, meta) in zoo.items()}
 
 
@@ -77,6 +85,11 @@ def run(tier: str) -> None:
             target = "≤ 3.0× (stretch ≤ 2.5×)" if regime == "gradreg" and (arch, cl) == ("demo", False) else "—"
             entries.append(Entry(f"{regime} step time, {label}", f"{1000 * t[regime]:.1f} ms", f"normal step {1000 * t['normal']:.1f} ms",
                                  f"{t[regime] / t['normal']:.2f}×", target))
+        for regime in ATTACK_STEP_REGIMES:
+            passes = floor_passes(regime)
+            entries.append(Entry(f"{regime} step time vs its floor, {label}", f"{1000 * t[regime]:.1f} ms",
+                                 f"floor: {passes} normal steps = {1000 * passes * t['normal']:.1f} ms",
+                                 f"{t[regime] / (passes * t['normal']):.2f}×", "≤ 1.3×" if (arch, cl) == ("demo", False) else "—"))
     load_before = os.getloadavg()[0]
     wall, each = zoo_time(jobs)
     for condition, seconds in each.items():

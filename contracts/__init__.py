@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
 import jsonschema
 
-MANIFEST_SCHEMA = "stimulus_manifest.v1.schema.json"
-RESPONSE_SCHEMA = "response_row.v1.schema.json"
+from contracts.schemas import MANIFEST_SCHEMA, RESPONSE_SCHEMA, load_schema
+from contracts.vocabulary import BLOCKS, CLEAN, CONDITIONS, DEFENSES, DISPLAY_NAMES, ROLES, TASKS, display_name
+
+__all__ = ["BLOCKS", "CLEAN", "CONDITIONS", "DEFENSES", "DISPLAY_NAMES", "ROLES", "TASKS", "ContractError", "MANIFEST_SCHEMA",
+           "RESPONSE_SCHEMA", "display_name", "load_schema", "load_stimulus_set", "response_columns", "sha256_file",
+           "validate_manifest", "validate_response_rows", "validate_responses_frame"]
 MAX_LISTED_PROBLEMS = 20
 
 
@@ -29,11 +31,6 @@ class ContractError(ValueError):
         shown = problems[:MAX_LISTED_PROBLEMS]
         more = f"\n  … and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         super().__init__(f"{what}: {len(problems)} problem(s)\n  " + "\n  ".join(shown) + more)
-
-
-@cache
-def load_schema(name: str) -> dict[str, Any]:
-    return json.loads(resources.files(__package__).joinpath(name).read_text())
 
 
 def response_columns() -> list[str]:
@@ -61,9 +58,9 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
             if s["id"] in seen:
                 problems.append(f"stimuli/{i}: duplicate stimulus id {s['id']!r}")
             seen.add(s["id"])
-            if s["condition"] == "clean" and s["model_id"] is not None:
+            if s["condition"] == CLEAN and s["model_id"] is not None:
                 problems.append(f"stimuli/{i}: clean stimulus {s['id']!r} names model {s['model_id']!r}; clean images have model_id null")
-            if s["condition"] != "clean" and s["model_id"] not in model_ids:
+            if s["condition"] != CLEAN and s["model_id"] not in model_ids:
                 problems.append(f"stimuli/{i}: model_id {s['model_id']!r} is not among models[].id {sorted(model_ids)}")
             if s["role"] == "experimental" and s["target_label"] is None:
                 problems.append(f"stimuli/{i}: experimental stimulus {s['id']!r} needs a target_label")
@@ -71,8 +68,13 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
         raise ContractError("stimulus manifest does not follow " + MANIFEST_SCHEMA, problems)
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (checkpoints can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_stimulus_set(directory: str | Path) -> dict[str, Any]:

@@ -9,27 +9,17 @@ without an ε-ball = torchattacks.BIM(eps=1) targeted, JSMA (θ > 0) = torchatta
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models import eval_mode  # noqa: F401  (attacks.eval_mode: the attacks' mode rule)
+
 LOW, HIGH = 0.0, 1.0
 # JSMA scores pixel pairs in chunks of at most this many pair scores (float32: 16 MiB each);
 # torchattacks scores one image at a time and needed 84 GiB on 224×224×3 inputs (its issue #187).
 JSMA_CHUNK = 1 << 22
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def logits_and_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

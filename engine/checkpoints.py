@@ -5,7 +5,6 @@ architecture the sidecar (or the caller) names.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -14,20 +13,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from contracts import sha256_file
 from engine.data import Dataset
 from engine.models import ARCHITECTURES, build_model
 
 
 class CheckpointError(ValueError):
     """A missing, corrupt or mismatched checkpoint; the message is one line a user can act on."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def git_commit() -> str:

@@ -1,134 +1,161 @@
-"""Training configurations: named presets, overridable field by field from a TOML file or the command line.
+"""Training configurations: named presets, overridable key by key from a TOML file or `--set`.
 
-λ multiplies ½‖∇ₓ(batch-mean objective)‖², so its effect scales with 1/batch size: a preset fixes
-both. `demo` is the fast preset on the embedded digits (its λ values come from `engine sweep` on
-the validation split); `paper` is the paper's schedule (Adam 2e-4 / eps 1e-4, batch 256, ~15k steps:
-77 epochs of the 50k training images of full MNIST) and wants an IDX data set and a GPU.
+The training config has the fields every regime shares and one table per registered regime
+(`train.gradreg.lambda`, `train.distilled.temperature`, …), each declared by the regime's module.
+Layers, later winning: the preset, the `--config` TOML file, then `--set KEY=VALUE` (the grammar of
+contracts.settings). `demo` is the fast preset on the embedded digits; `paper` is the paper's
+schedule (Adam 2e-4 / eps 1e-4, batch 256, ~15k steps: 77 epochs of the 50k training images of
+full MNIST) and wants an IDX data set and a GPU. docs/engine.md explains how the values were chosen.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import tomllib
-from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from contracts.settings import Layer, SettingsError, merge_trees, nest, parse_sets, read_toml, resolve
+from engine import regimes
 from engine.data import EMBEDDED
 from engine.models import ARCHITECTURES
 
-CONDITIONS = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform")
+ConfigError = SettingsError  # one error type for every bad setting: printed as one line, exit status 2
+SECTION = "train"  # the training config's table in a settings document (`--set train.epochs=3`)
 
 
-class ConfigError(ValueError):
-    """A bad preset, field or value; the message is one line a user can act on."""
+class TrainBase(BaseModel):
+    """The fields every regime shares; `TrainConfig` adds one table per registered regime."""
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    architecture: Literal[tuple(ARCHITECTURES)] = Field("demo", description="network (engine/models.py)")
+    dataset: str = Field(EMBEDDED, description="`mnist-5k` (embedded) or a directory of MNIST-format IDX files")
+    train_size: int = Field(0, ge=0, description="train on a fixed random N of the training images (0: all)")
+    epochs: int = Field(12, gt=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    adam_eps: float = Field(1e-8, gt=0, description="Adam ε")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto: CUDA when present")
+
+    def params(self, regime: str) -> regimes.Params:
+        """The table of `regime` (e.g. `cfg.params("gradreg").lambda_`)."""
+        return getattr(self, regimes.get(regime).section)
+
+    def common(self) -> dict[str, Any]:
+        """The shared fields, as the sidecar records them."""
+        return self.model_dump(include=set(TrainBase.model_fields))
 
 
-@dataclass(frozen=True)
-class Config:
-    architecture: str = "demo"
-    dataset: str = EMBEDDED  # `mnist-5k` or a directory of IDX files
-    train_size: int = 0  # train on a fixed random N of the training images (0: all), to keep big data sets quick
-    epochs: int = 12
-    batch_size: int = 64
-    lr: float = 1e-3
-    adam_eps: float = 1e-8
-    # `gradreg`: λ on ½‖∇ₓ mean CE‖². The 2026-12-03 sweep picks 316 by a hair (validation clean 95.3%,
-    # 1.9 points under normal); 100 keeps test clean accuracy clear of the 95% floor and already passes
-    # every robustness check (benchmarks/RESULTS.md), so the preset stays at 100.
-    gradreg_lambda: float = 1e2
-    uniform_lambda: float = 1.0  # `gradreg-uniform`: λ on ½‖∇ₓ mean Σₖ log pₖ‖²
-    temperature: float = 50.0  # `distilled`: teacher and student train at T, the student is used at T = 1
-    # `distilled` trains teacher and student with this learning rate. At T = 50 the logits must grow ~50×
-    # to become confident; the demo's 564 steps at lr 1e-3 leave them small (median top-2 gap 31 at T = 1,
-    # no zero gradients), while lr 1e-2 reaches the saturated softmax that the paper's 15k steps reach
-    # (gap ~210, 95% of test gradients exactly zero: the gradient masking to be reported). lr 3e-2
-    # saturates more of the rest: white-box FGSM ε = 0.3 costs 3.4 / 5.7 / 3.5 points over seeds
-    # 0 / 1 / 2 (lr 1e-2: 5.7 on seed 0; 2e-2: 4.0 / 8.3 / 4.5), at the same clean accuracy.
-    distill_lr: float = 3e-2
-    adv_eps: float = 0.3  # `adversarial`: FGSM ε of the training examples
-    device: str = "cpu"  # cpu, cuda or auto (CUDA when present)
+@cache
+def _config_class(tables: tuple[tuple[str, str, type[regimes.Params]], ...]) -> type[TrainBase]:
+    return create_model("TrainConfig", __base__=TrainBase,
+                        **{section: (params, Field(default_factory=params, alias=name)) for name, section, params in tables})
 
 
-PRESETS = {
-    "demo": Config(),
-    "paper": Config(architecture="paper", dataset="/usr/share/datasets/mnist", epochs=77, batch_size=256, lr=2e-4,
-                    adam_eps=1e-4, gradreg_lambda=10**4.75, uniform_lambda=1e3, distill_lr=2e-4, device="auto"),
+def config_class() -> type[TrainBase]:
+    """The training config's model for the regimes registered now (rebuilt when a regime is added)."""
+    return _config_class(tuple((n, regimes.get(n).section, regimes.get(n).params) for n in regimes.names()))
+
+
+TrainConfig = TrainBase  # for type hints: every config is an instance of a subclass built by config_class()
+
+# Shared fields per preset; a regime's own preset values live in its module (Regime.presets).
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {},
+    "paper": {"architecture": "paper", "dataset": "/usr/share/datasets/mnist", "epochs": 77, "batch_size": 256, "lr": 2e-4,
+              "adam_eps": 1e-4, "device": "auto"},
 }
-FIELDS = {f.name: f.type for f in dataclasses.fields(Config)}
-_CASTS = {"str": str, "int": int, "float": float}
 
 
-def _coerce(key: str, value: object) -> object:
-    if key not in FIELDS:
-        raise ConfigError(f"unknown config field {key!r}; fields are {', '.join(FIELDS)}")
-    cast = _CASTS[FIELDS[key]]
-    if cast is not str and isinstance(value, bool):
-        raise ConfigError(f"{key} must be a number, not {value!r}")
-    try:
-        return cast(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be {FIELDS[key]}, not {value!r}") from None
-
-
-def validate(cfg: Config) -> Config:
-    if cfg.architecture not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-    for key in ("gradreg_lambda", "uniform_lambda", "adv_eps", "train_size"):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"{key} must be ≥ 0, got {getattr(cfg, key)}")
-    for key in ("epochs", "batch_size", "lr", "distill_lr", "adam_eps", "temperature"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"{key} must be > 0, got {getattr(cfg, key)}")
-    if cfg.device not in ("cpu", "cuda", "auto"):
-        raise ConfigError(f"device must be cpu, cuda or auto, got {cfg.device!r}")
-    return cfg
-
-
-def parse_sets(pairs: list[str]) -> dict[str, str]:
-    """`KEY=VALUE` strings from the command line."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key.strip().replace("-", "_")] = value.strip()
-    return out
-
-
-def make_config(preset: str = "demo", overrides: dict | None = None, toml_path: str | Path | None = None) -> Config:
-    """The preset, then the TOML file's fields, then `overrides` (later wins)."""
+def preset_layer(preset: str) -> Layer:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    fields: dict = {}
+    tables = {n: dict(regimes.get(n).presets[preset]) for n in regimes.names()
+              if preset in regimes.get(n).presets}
+    return f"preset {preset}", {**PRESETS[preset], **tables}
+
+
+@cache
+def _document_class(train: type[TrainBase]) -> type[BaseModel]:
+    return create_model("TrainSettings", __config__=ConfigDict(extra="forbid"), train=(train, ...))
+
+
+def build(layers: list[Layer]) -> TrainBase:
+    """Validate layers of training keys (rooted at the training table) into a frozen config."""
+    return resolve(_document_class(config_class()), [(origin, {SECTION: tree}) for origin, tree in layers]).train
+
+
+def overrides_layer(overrides: dict[str, Any], origin: str = "overrides") -> Layer:
+    """Keys (dotted, or nested tables) and their values as a layer."""
+    tree: dict[str, Any] = {}
+    for key, value in overrides.items():
+        tree = merge_trees(tree, nest(key, value))
+    return origin, tree
+
+
+def make_config(preset: str = "demo", overrides: dict | None = None, toml_path: str | Path | None = None) -> TrainBase:
+    """The preset, then the TOML file's keys, then `overrides` (dotted keys or nested tables; later wins)."""
+    layers = [preset_layer(preset)]
     if toml_path is not None:
-        try:
-            fields.update(tomllib.loads(Path(toml_path).read_text()))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {toml_path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {toml_path} is not valid TOML: {exc}") from None
-    fields.update(overrides or {})
-    return validate(dataclasses.replace(PRESETS[preset], **{k: _coerce(k, v) for k, v in fields.items()}))
+        layers.append(read_train_toml(toml_path))
+    return build([*layers, overrides_layer(overrides or {})])
+
+
+def with_overrides(cfg: TrainBase, overrides: dict[str, Any]) -> TrainBase:
+    """`cfg` with some keys replaced (e.g. {"gradreg.lambda": 300}), validated again."""
+    return build([("config", cfg.model_dump(by_alias=True)), overrides_layer(overrides)])
+
+
+def read_train_toml(path: str | Path) -> Layer:
+    """A training TOML file: its keys flat, or under a [train] table."""
+    origin, tree = read_toml(path, SECTION, (SECTION,))
+    return origin, tree.get(SECTION, {})
+
+
+def resolved(cfg: TrainBase) -> dict[str, Any]:
+    """The full config as a settings document would spell it (what artefacts record)."""
+    return cfg.model_dump(by_alias=True)
 
 
 def check_condition(condition: str) -> str:
-    if condition not in CONDITIONS:
-        raise ConfigError(f"unknown regime {condition!r}; choose one of {', '.join(CONDITIONS)}")
+    regimes.get(condition)
     return condition
+
+
+def conditions() -> tuple[str, ...]:
+    """The registered regimes (the conditions `engine train --condition all` trains)."""
+    return regimes.names()
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """The options every training-related command shares."""
     parser.add_argument("--preset", default="demo", help=f"one of {', '.join(PRESETS)} (default demo)")
-    parser.add_argument("--config", metavar="TOML", help="TOML file of config fields, applied over the preset")
+    parser.add_argument("--config", metavar="TOML", help="TOML file of training keys (flat, or under [train]), applied over the preset")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override one config field, e.g. --set gradreg_lambda=300 (fields: {', '.join(FIELDS)})")
+                        help="override one key, e.g. --set epochs=3 or --set train.gradreg.lambda=300 "
+                             f"(shared: {', '.join(TrainBase.model_fields)}; per regime: " + ", ".join(
+                                 f"{r.name}.{{{','.join(f.alias or n for n, f in r.params.model_fields.items())}}}"
+                                 for r in map(regimes.get, regimes.names()) if r.params.model_fields) + ")")
     parser.add_argument("--dataset", help="shorthand for --set dataset=...: 'mnist-5k' or a directory of IDX files")
     parser.add_argument("--device", help="shorthand for --set device=...: cpu, cuda or auto")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = parse_sets(args.set)
-    overrides.update({k: v for k in ("dataset", "device") if (v := getattr(args, k)) is not None})
-    return make_config(args.preset, overrides, args.config)
+def layers_from_args(args: argparse.Namespace, sets: Layer | None = None) -> list[Layer]:
+    """The training layers of a command line: the preset, --config, --set (or `sets`, already parsed) and the shorthands."""
+    layers = [preset_layer(args.preset)]
+    if getattr(args, "config", None) is not None:
+        layers.append(read_train_toml(args.config))
+    if sets is None:
+        origin, tree = parse_sets(args.set, SECTION, (SECTION,))
+        sets = origin, tree.get(SECTION, {})
+    layers.append(sets)
+    shorthands = {k: v for k in ("dataset", "device") if (v := getattr(args, k, None)) is not None}
+    if shorthands:
+        layers.append(("--" + "/--".join(shorthands), shorthands))
+    return layers
+
+
+def config_from_args(args: argparse.Namespace) -> TrainBase:
+    return build(layers_from_args(args))

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import checkpoints
-from engine.attacks import eval_mode
-from engine.config import CONDITIONS, add_config_args, check_condition, config_from_args
+from engine import checkpoints, regimes
+from engine.config import add_config_args, check_condition, config_from_args
 from engine.data import load_dataset
-from engine.zoo import CACHE_DIR, train_or_load_config
+from engine.models import eval_mode
+from engine.zoo import add_models_dir_arg, train_or_load_config
 
 
 def input_gradients(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -62,8 +62,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
     if args.checkpoints:
         models, _ = checkpoints.load_many(args.checkpoints, dataset)
     else:
-        models = {c: train_or_load_config(check_condition(c.strip()), cfg, args.preset, args.seed, args.cache, dataset)[0]
-                  for c in args.conditions.split(",")}
+        wanted = regimes.names() if args.conditions == "all" else [check_condition(c.strip()) for c in args.conditions.split(",")]
+        models = {c: train_or_load_config(c, cfg, args.preset, args.seed, args.models_dir, dataset)[0] for c in wanted}
     x = dataset.test.x[one_per_class(dataset.test.y, args.per_class)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_grid(models, x, args.out)
@@ -73,10 +73,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="draw input-gradient maps of the same test digits under every model",
                        description="Draw ∇ₓ of the summed log-probabilities for the same test digits under every model, as one PNG grid.")
-    p.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated conditions (default: all five)")
+    p.add_argument("--conditions", default="all", help=f"comma-separated conditions among {', '.join(regimes.names())} (default: all)")
     p.add_argument("--checkpoints", nargs="+", type=Path, help="draw these checkpoints instead of the preset's zoo")
     p.add_argument("--per-class", type=int, default=1, help="test digits per class (default 1)")
     add_config_args(p)
-    p.add_argument("--cache", type=Path, default=CACHE_DIR, help=f"checkpoint directory (default {CACHE_DIR})")
+    add_models_dir_arg(p, "--cache")
     p.add_argument("--out", type=Path, default=Path("runs/explain/input-gradients.png"), help="PNG path")
     p.set_defaults(func=cmd_explain)

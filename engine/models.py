@@ -13,6 +13,9 @@ and its double backward see a quarter of the values).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,3 +65,31 @@ def build_model(architecture: str) -> CNN:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     return CNN(*ARCHITECTURES[architecture])
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (BatchNorm running statistics, no dropout) inside, the mode it had restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted labels (argmax of the logits) and their softmax probabilities (eval mode, in batches), on the CPU."""
+    device = next(model.parameters()).device
+    labels, confidences = [], []
+    with eval_mode(model):
+        for xb in x.split(batch):
+            logits = model(xb.to(device))
+            labels.append(logits.argmax(1).cpu())
+            confidences.append(logits.softmax(1).amax(1).cpu())
+    return torch.cat(labels), torch.cat(confidences)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return (predict(model, x)[0] == y).sum().item() / len(y)

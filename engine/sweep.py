@@ -1,6 +1,6 @@
-"""`engine sweep`: choose a gradient-regularization λ on the validation split.
+"""`engine sweep`: choose a regime's strength (gradreg's λ, …) on the validation split.
 
-Each λ on a log grid trains a model; it is scored by its accuracy on FGSM examples made against
+A regime opts in by naming the field to tune (`Regime.sweep_field`). Each value on a log grid trains a model; it is scored by its accuracy on FGSM examples made against
 a normal model (the paper's criterion, transfer), among the λ whose clean validation accuracy is
 at most `max_drop` below the normal model's. Test images are never looked at.
 """
@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from engine import regimes
 from engine.attacks import fgsm
-from engine.config import Config, ConfigError, add_config_args, config_from_args
+from engine.config import ConfigError, TrainConfig, add_config_args, config_from_args, with_overrides
 from engine.data import Dataset, load_dataset
-from engine.training import accuracy
-from engine.zoo import CACHE_DIR, train_or_load_config
+from engine.models import accuracy
+from engine.zoo import CACHE_DIR, add_models_dir_arg, train_or_load_config
 
-LAMBDA_FIELD = {"gradreg": "gradreg_lambda", "gradreg-uniform": "uniform_lambda"}
+
+def tunable() -> dict[str, str]:
+    """Regimes `engine sweep` can tune, and the dotted key of the field it tunes."""
+    return {n: f"{n}.{regimes.get(n).sweep_field}" for n in regimes.names() if regimes.get(n).sweep_field}
 
 
 def parse_grid(spec: str) -> list[float]:
@@ -35,18 +38,19 @@ def parse_grid(spec: str) -> list[float]:
     return [float(10 ** e) for e in np.arange(lo, hi + step / 2, step)]
 
 
-def sweep(condition: str, lambdas: list[float], cfg: Config, dataset: Dataset, preset: str = "demo", seed: int = 0,
+def sweep(condition: str, lambdas: list[float], cfg: TrainConfig, dataset: Dataset, preset: str = "demo", seed: int = 0,
           eps: float = 0.3, max_drop: float = 0.02, cache_dir: Path = CACHE_DIR, progress: bool = True) -> tuple[list[dict], dict]:
     """One row per λ (validation clean and transfer-FGSM accuracy) and the chosen row."""
-    if condition not in LAMBDA_FIELD:
-        raise ConfigError(f"sweep tunes {' or '.join(LAMBDA_FIELD)}, not {condition!r}")
+    fields = tunable()
+    if condition not in fields:
+        raise ConfigError(f"sweep tunes {', '.join(fields)}, not {condition!r}")
     val = dataset.val
     normal, _ = train_or_load_config("normal", cfg, preset, seed, cache_dir, dataset, progress)
     x_adv = fgsm(normal, val.x, val.y, eps)
     floor = accuracy(normal, val.x, val.y) - max_drop
     rows = []
     for lam in tqdm(lambdas, desc=f"sweep {condition}", unit="λ", disable=not progress):
-        model, meta = train_or_load_config(condition, dataclasses.replace(cfg, **{LAMBDA_FIELD[condition]: lam}),
+        model, meta = train_or_load_config(condition, with_overrides(cfg, {fields[condition]: lam}),
                                            preset, seed, cache_dir, dataset, progress)
         clean = accuracy(model, val.x, val.y)
         rows.append({"lambda": lam, "val_clean": clean, f"val_fgsm_transfer_eps{eps}": accuracy(model, x_adv, val.y),
@@ -61,7 +65,7 @@ def sweep(condition: str, lambdas: list[float], cfg: Config, dataset: Dataset, p
 def cmd_sweep(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     rows, chosen = sweep(args.condition, parse_grid(args.grid), cfg, load_dataset(cfg.dataset), args.preset, args.seed,
-                         args.eps, args.max_drop, args.cache)
+                         args.eps, args.max_drop, args.models_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / f"sweep-{args.condition}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -71,18 +75,18 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                                                                        "max_drop": args.max_drop, "eps": args.eps}, indent=2) + "\n")
     for r in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
-    print(f"chosen {LAMBDA_FIELD[args.condition]} = {chosen['lambda']:.4g}  (written to {args.out}/sweep-{args.condition}.json)")
+    print(f"chosen {tunable()[args.condition]} = {chosen['lambda']:.4g}  (written to {args.out}/sweep-{args.condition}.json)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="choose λ for gradient regularization on the validation split",
+    p = sub.add_parser("sweep", help="choose a regime's λ (e.g. gradient regularization's) on the validation split",
                        description="Train one model per λ on a log grid; pick the λ most robust to a normal model's FGSM "
                                    "examples among those within --max-drop of its clean validation accuracy.")
-    p.add_argument("--condition", default="gradreg", choices=sorted(LAMBDA_FIELD), help="which penalty's λ (default gradreg)")
+    p.add_argument("--condition", default="gradreg", help=f"which regime's field: {', '.join(f'{n} ({k})' for n, k in tunable().items())} (default gradreg)")
     p.add_argument("--grid", default="1:4:0.5", help="LO:HI:STEP in powers of ten (default 1:4:0.5)")
     p.add_argument("--eps", type=float, default=0.3, help="FGSM ε of the transferred examples (default 0.3)")
     p.add_argument("--max-drop", type=float, default=0.02, help="largest allowed clean-accuracy drop (default 0.02)")
     add_config_args(p)
-    p.add_argument("--cache", type=Path, default=CACHE_DIR, help=f"checkpoint directory (default {CACHE_DIR})")
+    add_models_dir_arg(p, "--cache")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="where the table and choice go (default runs/sweep)")
     p.set_defaults(func=cmd_sweep)

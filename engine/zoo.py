@@ -11,7 +11,6 @@ runs 1.4× faster on two, not 2×), while two processes train two models in the 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -23,38 +22,39 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from engine import checkpoints
-from engine.config import CONDITIONS, Config, add_config_args, check_condition, config_from_args, make_config
+from engine import checkpoints, regimes
+from engine.config import TrainConfig, add_config_args, build, check_condition, config_from_args, make_config
 from engine.data import Dataset, load_dataset
-from engine.models import MODEL_REVISION
-from engine.training import accuracy, resolve_device, train
+from engine.models import MODEL_REVISION, accuracy
+from engine.training import resolve_device, train
 
 CACHE_DIR = Path("runs/models")
 
 
-# Fields that only one regime reads; the others' weights do not depend on them.
-REGIME_FIELDS = {"gradreg_lambda": "gradreg", "uniform_lambda": "gradreg-uniform", "temperature": "distilled",
-                 "distill_lr": "distilled", "adv_eps": "adversarial"}
+def hyperparameters(cfg: TrainConfig, condition: str) -> dict:
+    """What determines `condition`'s trained weights: the shared fields and its own table (the data set
+    enters the cache key by hash, the device not at all)."""
+    common = {k: v for k, v in cfg.common().items() if k not in ("dataset", "device")}
+    return {**common, condition: cfg.params(condition).model_dump(by_alias=True)}
 
 
-def hyperparameters(cfg: Config, condition: str) -> dict:
-    """What determines `condition`'s trained weights (the data set enters by hash, the device not at all)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k not in ("dataset", "device") and REGIME_FIELDS.get(k, condition) == condition}
+def applied_config(cfg: TrainConfig, condition: str) -> dict:
+    """The resolved config as it applies to `condition` (what its sidecar records)."""
+    return {**cfg.common(), condition: cfg.params(condition).model_dump(by_alias=True)}
 
 
-def cache_key(condition: str, cfg: Config, dataset_sha256: str, seed: int) -> str:
+def cache_key(condition: str, cfg: TrainConfig, dataset_sha256: str, seed: int) -> str:
     payload = json.dumps([condition, hyperparameters(cfg, condition), dataset_sha256, seed, MODEL_REVISION], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def checkpoint_path(condition: str, cfg: Config, preset: str, seed: int, cache_dir: Path, dataset: Dataset) -> Path:
+def checkpoint_path(condition: str, cfg: TrainConfig, preset: str, seed: int, cache_dir: Path, dataset: Dataset) -> Path:
     return Path(cache_dir) / f"{condition}-{preset}-s{seed}-{cache_key(condition, cfg, dataset.sha256, seed)}.pt"
 
 
-def train_or_load_config(condition: str, cfg: Config, preset: str = "demo", seed: int = 0, cache_dir: Path = CACHE_DIR,
+def train_or_load_config(condition: str, cfg: TrainConfig, preset: str = "demo", seed: int = 0, cache_dir: Path = CACHE_DIR,
                          dataset: Dataset | None = None, progress: bool = True) -> tuple[nn.Module, dict]:
-    """`train_or_load` for an explicit Config (what the CLI builds from presets, TOML and --set)."""
+    """`train_or_load` for an explicit TrainConfig (what the CLI builds from presets, TOML and --set)."""
     check_condition(condition)
     dataset = dataset or load_dataset(cfg.dataset)
     model_id = f"{condition}-{preset}-s{seed}"
@@ -69,6 +69,7 @@ def train_or_load_config(condition: str, cfg: Config, preset: str = "demo", seed
         "preset": preset,
         "architecture": cfg.architecture,
         "hyperparameters": hyperparameters(cfg, condition),
+        "config": applied_config(cfg, condition),
         "dataset": {"name": dataset.name, "source": dataset.source},
         "dataset_sha256": dataset.sha256,
         "seed": seed,
@@ -87,12 +88,16 @@ def train_or_load(condition: str, preset: str = "demo", seed: int = 0, cache_dir
     return train_or_load_config(condition, make_config(preset, overrides), preset, seed, cache_dir, dataset, progress)
 
 
-def _train_to_cache(condition: str, cfg: Config, preset: str, seed: int, cache_dir: Path, dataset: Dataset) -> None:
+def _train_to_cache(regime: regimes.Regime, settings: dict, preset: str, seed: int, cache_dir: Path, dataset: Dataset) -> None:
+    """In a worker process: register the regime if this process lacks it (one added at run time), rebuild the config, train."""
     torch.set_num_threads(1)
-    train_or_load_config(condition, cfg, preset, seed, cache_dir, dataset, progress=False)
+    if regime.name not in regimes.REGISTRY:
+        regimes.register(regime)
+    cfg = build([("config", settings)])
+    train_or_load_config(regime.name, cfg, preset, seed, cache_dir, dataset, progress=False)
 
 
-def load_zoo(conditions: list[str], cfg: Config, preset: str = "demo", seed: int = 0, cache_dir: Path = CACHE_DIR,
+def load_zoo(conditions: list[str], cfg: TrainConfig, preset: str = "demo", seed: int = 0, cache_dir: Path = CACHE_DIR,
              dataset: Dataset | None = None, progress: bool = True, jobs: int = 0) -> dict[str, tuple[nn.Module, dict]]:
     """Every condition's (model, sidecar): the uncached ones trained in `jobs` processes at once
     (0: one per CPU core; 1: here, one after the other), then all loaded from the cache."""
@@ -102,7 +107,7 @@ def load_zoo(conditions: list[str], cfg: Config, preset: str = "demo", seed: int
     jobs = min(jobs or len(os.sched_getaffinity(0)), len(missing))
     if jobs > 1 and resolve_device(cfg.device).type == "cpu":
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending = [pool.submit(_train_to_cache, c, cfg, preset, seed, cache_dir, dataset) for c in missing]
+            pending = [pool.submit(_train_to_cache, regimes.get(c), cfg.model_dump(by_alias=True), preset, seed, cache_dir, dataset) for c in missing]
             for done in tqdm(as_completed(pending), total=len(pending), desc=f"training {len(missing)} models, {jobs} at a time",
                              unit="model", disable=not progress, leave=False):
                 done.result()
@@ -114,20 +119,29 @@ def add_jobs_arg(parser: argparse.ArgumentParser) -> None:
                         help="models to train at once, one process each (default 0: one per CPU core; 1: one after the other)")
 
 
+def add_models_dir_arg(parser: argparse.ArgumentParser, *old_spellings: str) -> None:
+    """`--models-dir`, the checkpoint folder of every command (older spellings still accepted, unlisted)."""
+    parser.add_argument("--models-dir", type=Path, default=CACHE_DIR, dest="models_dir",
+                        help=f"checkpoint folder: trained models are cached and looked up there (default {CACHE_DIR})")
+    for old in old_spellings:
+        parser.add_argument(old, type=Path, dest="models_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     dataset = load_dataset(cfg.dataset)
-    conditions = list(CONDITIONS) if args.condition == "all" else [args.condition]
-    for condition, (_model, meta) in load_zoo(conditions, cfg, args.preset, args.seed, args.out, dataset, jobs=args.jobs).items():
+    wanted = list(regimes.names()) if args.condition == "all" else [check_condition(args.condition)]
+    for condition, (_model, meta) in load_zoo(wanted, cfg, args.preset, args.seed, args.models_dir, dataset, jobs=args.jobs).items():
         print(f"{meta['id']}: clean test accuracy {meta['clean_accuracy']:.3f}, trained in {meta['train_seconds']} s "
-              f"-> {checkpoint_path(condition, cfg, args.preset, args.seed, args.out, dataset)}")
+              f"-> {checkpoint_path(condition, cfg, args.preset, args.seed, args.models_dir, dataset)}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train (or reuse) the model zoo's models",
-                       description="Train a condition's model, or reuse the cached checkpoint with the same config, data and seed.")
-    p.add_argument("--condition", default="all", help=f"one of {', '.join(CONDITIONS)}, or 'all' (default)")
+                       description="Train a condition's model, or reuse the cached checkpoint with the same config, data and seed. "
+                                   f"Regimes: {regimes.help_text()}.")
+    p.add_argument("--condition", default="all", help=f"one of {', '.join(regimes.names())}, or 'all' (default)")
     add_config_args(p)
-    p.add_argument("--out", type=Path, default=CACHE_DIR, help=f"checkpoint directory (default {CACHE_DIR})")
+    add_models_dir_arg(p, "--out")
     add_jobs_arg(p)
     p.set_defaults(func=cmd_train)

@@ -78,3 +78,43 @@ def test_broken_response_examples_fail(path):
     keyword = {"missing column": "missing column", "duplicate answer": "duplicate",
                "rating outside scale": "outside the rating scale", "unknown condition": "are not one of"}[reason]
     assert keyword in str(info.value)
+
+
+def test_vocabulary_is_read_from_the_schemas_and_both_contracts_agree():
+    response_conditions = contracts.load_schema(contracts.RESPONSE_SCHEMA)["properties"]["condition"]["enum"]
+    assert list(contracts.CONDITIONS) == response_conditions and contracts.CONDITIONS[-1] == contracts.CLEAN
+    assert {"normal", "gradreg", "pgd-adversarial", "trades"} <= set(contracts.DEFENSES)
+    assert set(contracts.DISPLAY_NAMES) == set(contracts.CONDITIONS)  # every condition has a display name
+    assert contracts.display_name("gradreg") == "Gradient regularization" and contracts.display_name("new") == "new"
+    assert contracts.TASKS == ("label", "rate") and contracts.ROLES == ("experimental", "practice", "catch")
+
+
+def test_settings_grammar_layers_dotted_keys_and_one_line_errors(tmp_path):
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from contracts.settings import SettingsError, parse_sets, read_toml, resolve
+
+    class Inner(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        rate: float = Field(1.0, gt=0)
+        mode: str = "a"
+
+    class Doc(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        main: Inner = Inner()
+        other: Inner = Inner()
+
+    path = tmp_path / "s.toml"
+    path.write_text('rate = 2.0\n[other]\nmode = "b"\n')
+    layers = [read_toml(path, "main", ("main", "other")), parse_sets(["other.rate=3", 'mode="quoted"'], "main", ("main", "other"))]
+    doc = resolve(Doc, layers)
+    assert (doc.main.rate, doc.main.mode, doc.other.rate, doc.other.mode) == (2.0, "quoted", 3.0, "b")
+    for sets, message in [(["main.rate=-1"], "main.rate = -1 (from --set): Input should be greater than 0"),
+                          (["main.speed=1"], "unknown key main.speed (from --set); allowed there: rate, mode"),
+                          (["rate"], "--set expects KEY=VALUE")]:
+        with pytest.raises(SettingsError) as info:
+            resolve(Doc, [parse_sets(sets, "main", ("main", "other"))])
+        assert message in str(info.value) and "\n" not in str(info.value)
+    path.write_text("rate = 0\n")
+    with pytest.raises(SettingsError, match=f"main.rate = 0 \\(from {path}\\)"):
+        resolve(Doc, [read_toml(path, "main", ("main", "other"))])

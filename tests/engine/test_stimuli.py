@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import contracts
+from contracts.settings import parse_sets
 from engine import checkpoints, cli, stimuli
 from engine.config import ConfigError
 from engine.data import load_dataset
@@ -68,7 +69,7 @@ def test_written_set_follows_the_contract_and_the_matched_layout(written, datase
     assert sorted(s["role"] for s in others) == ["catch"] * 3 + ["practice"] * 2
     assert not sources & {s["source_index"] for s in others}
     assert set(dataset.test.indices.tolist()) >= sources
-    assert manifest["dataset"]["split"] == "test" and manifest["config"]["attack"] == "itgsm"
+    assert manifest["dataset"]["split"] == "test" and manifest["config"]["attack"] == "iterated-tgsm"
     assert Image.open(out / "contact_sheet.png").size[1] > 3 * 58  # rows: clean + two conditions
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
@@ -176,19 +177,20 @@ def test_writing_refuses_a_non_empty_folder_and_never_leaves_half_a_set(written,
 
 
 def test_design_errors_are_one_line_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown design field"):
+    with pytest.raises(ConfigError, match="unknown key design.sources .*allowed there: dataset, split"):
         stimuli.load_design(overrides={"sources": 3})
-    with pytest.raises(ConfigError, match="target_rule"):
+    with pytest.raises(ConfigError, match="design.target_rule = 'nearest' .*'next', 'all' or 'random'"):
         stimuli.load_design(overrides={"target_rule": "nearest"})
     with pytest.raises(ConfigError, match="unknown condition"):
         stimuli.load_design(overrides={"conditions": ["normal", "robust"]})
-    with pytest.raises(ConfigError, match="must be int"):
+    with pytest.raises(ConfigError, match="design.iterations = 2.5"):
         stimuli.load_design(overrides={"iterations": 2.5})
+    assert stimuli.load_design(overrides={"attack": "itgsm"}).attack == "iterated-tgsm"  # the old name still reads
     (tmp_path / "d.toml").write_text('matching = "l2"\nsources_per_class = 3\n')
     design = stimuli.load_design(tmp_path / "d.toml", {"step": 0.05})
     assert (design.matching, design.sources_per_class, design.step, design.iterations) == ("l2", 3, 0.05, 10)
-    assert stimuli.parse_set("conditions=[\"normal\"]") == ("conditions", ["normal"])
-    assert stimuli.parse_set("target_rule=all") == ("target_rule", "all")
+    assert parse_sets(['conditions=["normal"]', "target_rule=all", "train.gradreg.lambda=3e2"], "design", ("design", "train"))[1] == {
+        "design": {"conditions": ["normal"], "target_rule": "all"}, "train": {"gradreg": {"lambda": 300.0}}}
 
 
 def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
@@ -211,16 +213,19 @@ def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
         paths.append(str(tmp_path / f"{condition}.pt"))
     out = tmp_path / "cli-set"
     argv = ["generate-stimuli", "--out", str(out), "--models", *paths, "--quiet", "--set", 'conditions=["normal","gradreg"]',
-            "--set", "sources_per_class=1", "--set", "practice=1", "--set", "catch=1"]
+            "--set", "sources_per_class=1", "--set", "practice=1", "--set", "catch=1", "--set", "train.gradreg.lambda=300"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "normal 10, gradreg 10, clean 10" in printed
     manifest = contracts.load_stimulus_set(out)
     assert [m["id"] for m in manifest["models"]] == ["normal-test", "gradreg-test"]
-    assert json.loads((out / "manifest.json").read_text())["config"]["preset"] == "demo"
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["preset"] == "demo" and config["train"]["gradreg"]["lambda"] == 300 and config["sources_per_class"] == 1
     assert cli.main(["verify", str(out), "--models-dir", str(tmp_path)]) == 0
     assert "all 32 stimuli match" in capsys.readouterr().out
     assert cli.main(argv) == 2  # not empty now
     assert "pass --force" in capsys.readouterr().err
-    assert cli.main(argv[:-2] + ["--set", "catch=-1"]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    for bad, message in [("catch=-1", "design.catch = -1 (from --set)"), ("train.trades.beta=x", "train.trades.beta = 'x' (from --set)")]:
+        assert cli.main([*argv, "--force", "--set", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err

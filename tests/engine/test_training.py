@@ -1,18 +1,18 @@
 """Each regime's loss is what it claims, and training lowers it, reproducibly."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from engine import regimes
 from engine.attacks import fgsm
-from engine.config import CONDITIONS, make_config
+from engine.config import make_config
 from engine.data import Split, load_dataset
 from engine.models import CNN
-from engine.training import (adversarial_examples, adversarial_loss, gradreg_loss, gradreg_uniform_loss, soft_labels,
-                             train)
+from engine.regimes.adversarial import adversarial_examples
+from engine.regimes.distilled import soft_labels
+from engine.training import train
 
 LAMBDA = 1e4
 
@@ -36,22 +36,26 @@ def finite_difference_gradient(f, x: torch.Tensor, pixels: list[tuple[int, int, 
     return torch.stack(out)
 
 
-OBJECTIVES = {  # regime loss, the objective whose input gradient it penalises, the λ field
-    "gradreg": (gradreg_loss, lambda logits, y: F.cross_entropy(logits, y), "gradreg_lambda"),
-    "gradreg-uniform": (gradreg_uniform_loss, lambda logits, y: F.log_softmax(logits, 1).sum(1).mean(), "uniform_lambda"),
+OBJECTIVES = {  # the objective whose input gradient each penalty regime penalises
+    "gradreg": lambda logits, y: F.cross_entropy(logits, y),
+    "gradreg-uniform": lambda logits, y: F.log_softmax(logits, 1).sum(1).mean(),
 }
+
+
+def regime_loss(name: str, cfg):
+    return lambda model, x, y: regimes.get(name).loss(model, x, y, cfg.params(name))
 
 
 @pytest.mark.parametrize("regime", sorted(OBJECTIVES))
 def test_gradient_penalty_equals_finite_differences(regime):
     # penalty = λ·½‖∇ₓ objective‖² with BN in training mode (the batch's examples are coupled).
-    loss_fn, objective, field = OBJECTIVES[regime]
-    cfg = make_config(overrides={field: LAMBDA})
+    objective = OBJECTIVES[regime]
+    loss_fn = regime_loss(regime, make_config(overrides={f"{regime}.lambda": LAMBDA}))
     model = tiny_model()
     x, y = digits(2)
     # Jitter breaks the exact ties that blank background makes in max-pooling, where no derivative exists.
     x = x.double() + 1e-3 * torch.rand(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    penalty = (loss_fn(model, x, y, cfg) - F.cross_entropy(model(x), y)).item() / LAMBDA
+    penalty = (loss_fn(model, x, y) - F.cross_entropy(model(x), y)).item() / LAMBDA
     xr = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(objective(model(xr), y), xr)
     assert penalty == pytest.approx(0.5 * grad.pow(2).sum().item(), rel=1e-9)
@@ -64,12 +68,12 @@ def test_gradient_penalty_equals_finite_differences(regime):
 
 def test_gradient_penalty_trains_the_weights():
     # Double backprop must reach the first layer: d(penalty)/dθ agrees with finite differences in θ.
-    cfg = make_config(overrides={"gradreg_lambda": 1.0})
+    gradreg_loss = regime_loss("gradreg", make_config(overrides={"gradreg.lambda": 1.0}))
     model = tiny_model()
     x, y = (t.double() if t.is_floating_point() else t for t in digits(4))
     w = model[0].weight
     direction = torch.randn_like(w)
-    penalty = lambda: gradreg_loss(model, x, y, cfg) - F.cross_entropy(model(x), y)
+    penalty = lambda: gradreg_loss(model, x, y) - F.cross_entropy(model(x), y)
     (analytic,) = torch.autograd.grad(penalty(), w)
     h = 1e-6
     with torch.no_grad():
@@ -103,7 +107,7 @@ def test_adversarial_training_examples():
     # In eval mode (no BN batch coupling) the loss is exactly ½ clean CE + ½ adversarial CE.
     with torch.no_grad():
         expected = 0.5 * (F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y))
-    assert adversarial_loss(model, x, y, make_config()).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert regime_loss("adversarial", make_config())(model, x, y).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -112,17 +116,17 @@ def small_split() -> Split:
     return Split(ds.train.x[:192], ds.train.y[:192], ds.train.indices[:192])
 
 
-@pytest.mark.parametrize("condition", CONDITIONS)
+@pytest.mark.parametrize("condition", regimes.names())
 def test_a_few_epochs_lower_the_loss(condition, small_split, monkeypatch):
     history = {}
     import engine.training as training
-    real_fit = training.fit
+    real_fit = training.fit_loss
 
     def spy(*args, **kwargs):
         history[kwargs.get("desc")] = losses = real_fit(*args, **kwargs)
         return losses
 
-    monkeypatch.setattr(training, "fit", spy)
+    monkeypatch.setattr(training, "fit_loss", spy)
     cfg = make_config(overrides={"epochs": 3})
     train(condition, cfg, small_split, seed=0, progress=False)
     for losses in history.values():
@@ -130,10 +134,52 @@ def test_a_few_epochs_lower_the_loss(condition, small_split, monkeypatch):
 
 
 def test_same_seed_same_weights_other_seed_other_weights(small_split):
-    cfg = dataclasses.replace(make_config(), epochs=1, train_size=128)
+    cfg = make_config(overrides={"epochs": 1, "train_size": 128})
     a, _ = train("normal", cfg, small_split, seed=1, progress=False)
     b, _ = train("normal", cfg, small_split, seed=1, progress=False)
     c, _ = train("normal", cfg, small_split, seed=2, progress=False)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not torch.equal(sa["0.weight"], sc["0.weight"])
+
+
+def test_docs_carry_the_registry_table():
+    """docs/engine.md's regime table is `python -m engine.regimes`, so the docs follow the registry."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "docs" / "engine.md").read_text()
+    table = text.split("-->\n", 1)[1].split("<!-- regimes:end", 1)[0].strip()
+    assert table == regimes.markdown_table().strip()
+
+
+def test_pgd_adversarial_loss_is_the_cross_entropy_on_pgd_examples_with_random_start():
+    import copy
+
+    from engine.attacks import pgd
+    model = tiny_model().float()
+    twin = copy.deepcopy(model)  # the loss's training-mode forward moves BN's running statistics
+    x, y = digits(16)
+    params = make_config(overrides={"pgd-adversarial.steps": 3}).params("pgd-adversarial")
+    torch.manual_seed(4)
+    loss = regimes.get("pgd-adversarial").loss(model, x, y, params)
+    torch.manual_seed(4)  # the same random start
+    x_adv = pgd(twin, x, y, params.eps, params.step, 3, random_start=True)
+    model = twin
+    assert model.training and (x_adv - x).abs().max() <= params.eps + 1e-6
+    assert loss.item() == pytest.approx(F.cross_entropy(model(x_adv), y).item(), rel=1e-6)
+
+
+def test_trades_inner_maximisation_raises_the_kl_inside_the_ball():
+    from engine.regimes.trades import kl, worst_neighbour
+    model = tiny_model().float()
+    x, y = digits(16)
+    params = make_config().params("trades")
+    torch.manual_seed(0)
+    adv = worst_neighbour(model, x, params)
+    assert (adv - x).abs().max() <= params.eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1 and model.training
+    with torch.no_grad():
+        model.eval()
+        probs = F.softmax(model(x), 1)
+        assert kl(model(adv), probs) > 10 * kl(model(x + 0.001 * torch.randn_like(x)), probs)
+        model.train()
+    no_kl = make_config(overrides={"trades.beta": 0}).params("trades")
+    assert regimes.get("trades").loss(model, x, y, no_kl).item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)

@@ -30,7 +30,7 @@ def test_train_or_load_metadata(cached):
     assert REQUIRED <= set(meta)
     assert meta["id"] == "normal-demo-s3" and meta["architecture"] == "demo" and meta["seed"] == 3
     assert 0 <= meta["clean_accuracy"] <= 1 and meta["hyperparameters"]["epochs"] == 1
-    assert "gradreg_lambda" not in meta["hyperparameters"]
+    assert "gradreg" not in meta["hyperparameters"] and meta["config"]["dataset"] == "mnist-5k"
     assert not model.training
     (pt,) = cache.glob("*.pt")
     assert json.loads(pt.with_suffix(".json").read_text()) == meta
@@ -55,7 +55,7 @@ def test_other_config_or_seed_means_another_checkpoint(cached):
     assert len(keys) == 5
     assert zoo.cache_key("normal", make_config(overrides={**TINY, "device": "auto"}), "abc", 0) in keys
     # A regime's own field changes only that regime's key.
-    other = make_config(overrides={**TINY, "gradreg_lambda": 5.0})
+    other = make_config(overrides={**TINY, "gradreg.lambda": 5.0})
     assert zoo.cache_key("normal", other, "abc", 0) in keys and zoo.cache_key("gradreg", other, "abc", 0) not in keys
 
 
@@ -94,12 +94,17 @@ def test_missing_checkpoint(tmp_path):
 
 def test_config_layers_and_errors(tmp_path):
     toml = tmp_path / "c.toml"
-    toml.write_text('epochs = 3\ngradreg_lambda = 500.0\n')
+    toml.write_text('epochs = 3\n[gradreg]\nlambda = 500.0\n')
     cfg = make_config("demo", {"epochs": "4"}, toml)
-    assert (cfg.epochs, cfg.gradreg_lambda, cfg.batch_size) == (4, 500.0, 64)
-    assert make_config("paper").batch_size == 256
-    for overrides, message in [({"gradreg_lambda": -1}, "must be ≥ 0"), ({"epochs": "many"}, "epochs must be int"),
-                               ({"colour": 1}, "unknown config field 'colour'"), ({"architecture": "vgg"}, "unknown architecture")]:
+    assert (cfg.epochs, cfg.params("gradreg").lambda_, cfg.batch_size) == (4, 500.0, 64)
+    assert make_config("paper").batch_size == 256 and make_config("paper").params("gradreg").lambda_ == 10 ** 4.75
+    toml.write_text('[train]\nepochs = 2\n[train.gradreg-uniform]\nlambda = 7\n')  # the same keys under [train]
+    cfg = make_config("demo", None, toml)
+    assert (cfg.epochs, cfg.params("gradreg-uniform").lambda_) == (2, 7.0)
+    for overrides, message in [({"gradreg.lambda": -1}, "train.gradreg.lambda = -1 .*greater than or equal to 0"),
+                               ({"epochs": "many"}, "train.epochs = 'many'"),
+                               ({"colour": 1}, "unknown key train.colour .*allowed there: architecture"),
+                               ({"architecture": "vgg"}, "Input should be 'paper' or 'demo'")]:
         with pytest.raises(ConfigError, match=message):
             make_config("demo", overrides)
     with pytest.raises(ConfigError, match="unknown preset"):
@@ -107,11 +112,15 @@ def test_config_layers_and_errors(tmp_path):
     toml.write_text("epochs = = 3")
     with pytest.raises(ConfigError, match="not valid TOML"):
         make_config("demo", None, toml)
+    toml.write_text('[gradreg]\nlambda = "big"\n')
+    with pytest.raises(ConfigError, match=f"train.gradreg.lambda = 'big' \\(from {toml}\\)"):  # names the file
+        make_config("demo", None, toml)
 
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--condition", "bogus"], "unknown regime 'bogus'"),
-    (["train", "--set", "gradreg_lambda=-3"], "gradreg_lambda must be ≥ 0"),
+    (["train", "--set", "train.gradreg.lambda=-3"], "train.gradreg.lambda = -3 (from --set)"),
+    (["train", "--set", "trades.beta"], "--set expects KEY=VALUE"),
     (["train", "--dataset", "/no/such/dir"], "does not exist"),
     (["sweep", "--grid", "1:x"], "--grid expects"),
 ])

@@ -1,0 +1,97 @@
+"""The stimulus design: which digits, targets, models and attack a set uses (engine/stimulus_design.toml).
+
+The default file holds every field with a comment on each; a `--config` file or `--set` changes any
+subset of them (contracts.settings' grammar). Validation is pydantic's: a bad field is one line
+naming the key, where it came from and what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from contracts.settings import Layer, SettingsError, read_toml, resolve
+from engine import regimes
+
+DESIGN_FILE = Path(__file__).resolve().parent.parent / "stimulus_design.toml"
+SECTION = "design"
+# Attacks a stimulus set can be made with, named as the paper names them: its iterated TGSM makes
+# the images, one-step TGSM is what its accuracy curves use; JSMA is Papernot et al.'s.
+STIMULUS_ATTACKS = ("iterated-tgsm", "tgsm", "jsma")
+OLD_ATTACK_NAMES = {"itgsm": "iterated-tgsm"}  # sets and design files written before the rename
+
+
+class Design(BaseModel):
+    """What `engine/stimulus_design.toml` describes (its comments explain each field; it holds the defaults)."""
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: str
+    split: Literal["test", "val"]  # never `train`: the models have seen those digits
+    sources_per_class: int = Field(ge=1)
+    practice: int = Field(ge=0)
+    catch: int = Field(ge=0)
+    target_rule: Literal["next", "all", "random"]
+    conditions: tuple[str, ...] = Field(min_length=1)
+    clean_controls: bool
+    attack: Literal[STIMULUS_ATTACKS]
+    step: float = Field(gt=0)
+    iterations: int = Field(ge=1)
+    eps: float = Field(ge=0)
+    stop_confidence: float = Field(ge=0, lt=1)
+    theta: float
+    gamma: float = Field(gt=0, le=1)
+    matching: Literal["none", "l2"]
+
+    @field_validator("attack", mode="before")
+    @classmethod
+    def _old_attack_name(cls, value: Any) -> Any:
+        return OLD_ATTACK_NAMES.get(value, value)
+
+    @field_validator("conditions")
+    @classmethod
+    def _known_conditions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in value if c not in regimes.REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(regimes.names())}")
+        if len(set(value)) != len(value):
+            raise ValueError("conditions must not repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _theta(self) -> "Design":
+        if self.theta == 0:
+            raise ValueError("theta must be non-zero")
+        return self
+
+    def attack_params(self) -> dict:
+        """The parameters of `attack` as the manifest records them (0 for eps/stop_confidence means none)."""
+        if self.attack == "jsma":
+            return {"theta": self.theta, "gamma": self.gamma}
+        if self.attack == "tgsm":
+            return {"eps": self.step}
+        return {"step": self.step, "iterations": self.iterations, "eps": self.eps or None,
+                "stop_confidence": self.stop_confidence or None}
+
+
+class _DesignDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    design: Design
+
+
+def default_layer() -> Layer:
+    return read_toml(DESIGN_FILE)
+
+
+def build_design(layers: list[Layer]) -> Design:
+    """Validate design layers (rooted at the design table) over the default file."""
+    return resolve(_DesignDocument, [(origin, {SECTION: tree}) for origin, tree in [default_layer(), *layers]]).design
+
+
+def load_design(path: str | Path | None = None, overrides: dict | None = None) -> Design:
+    """The default design, updated by a TOML file holding any subset of its keys, then by overrides."""
+    layers = [read_toml(path)] if path is not None else []
+    return build_design([*layers, ("overrides", dict(overrides or {}))])
+
+
+__all__ = ["DESIGN_FILE", "Design", "STIMULUS_ATTACKS", "SettingsError", "build_design", "load_design"]
