@@ -1,12 +1,19 @@
 """`engine evaluate`'s ensemble rows flag a gradient-masked model and leave an ordinary one unflagged and ranked."""
 from __future__ import annotations
 
+import csv
+import subprocess
+import sys
+
 import torch
 from torch import nn
 
+from engine import checkpoints
+from engine.data import load_dataset
 from engine.ensemble import EnsembleSettings
 from engine.evaluate import aggregate
 from engine.masking import ensemble_counts, ensemble_markdown, masking_reasons, zero_gradient_count
+from engine.models import CNN
 from tinycnn import digits, model  # noqa: F401  (fixture)
 
 SMALL = EnsembleSettings(apgd_steps=10, targets=3, fab_steps=5, square_queries=50)
@@ -43,3 +50,20 @@ def test_saturated_model_is_flagged_and_not_ranked_ordinary_one_is_ranked(model)
     assert "| saturated |" in section and "FLAGGED" in section.split("| saturated |")[1].split("\n")[0]
     assert "Most robust first (mean ensemble-robust accuracy over ε; gradient-masked models are not ranked): ordinary. " \
            "Not ranked, gradient-masked: saturated." in section
+
+
+def test_engine_evaluate_reports_the_ensemble_beside_pgd(tmp_path):
+    ds = load_dataset()
+    path = tmp_path / "normal.pt"
+    torch.manual_seed(0)
+    checkpoints.save(CNN(16, 32, 128).eval(), {"condition": "normal", "architecture": "demo", "dataset_sha256": ds.sha256,
+                                                "id": "normal-untrained"}, path)
+    proc = subprocess.run([sys.executable, "-m", "engine", "evaluate", "--checkpoints", str(path), "--limit", "8", "--pgd-eps", "0.3",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "## White-box PGD" in summary and "## White-box AutoAttack ensemble" in summary
+    assert "| normal | " in summary.split("## White-box AutoAttack ensemble")[1] and "ensemble ε = 0.3" in proc.stdout
+    with open(tmp_path / "out" / "robustness.csv") as fh:
+        attacks = {row["attack"] for row in csv.DictReader(fh)}
+    assert {"pgd", "apgd-ce", "ensemble", "zero-gradient"} <= attacks
