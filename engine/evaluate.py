@@ -22,6 +22,8 @@ from engine import checkpoints, regimes
 from engine.attacks import fgsm, pgd, tgsm
 from engine.config import ConfigError, add_config_args, check_condition, config_from_args
 from engine.data import Dataset, load_dataset
+from engine.ensemble import EnsembleSettings
+from engine.masking import ensemble_counts, ensemble_markdown
 from engine.models import predict
 from engine.zoo import CACHE_DIR, add_jobs_arg, add_models_dir_arg, load_zoo
 
@@ -77,6 +79,13 @@ def robustness_counts(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
     rows += [{"source": s, "evaluated": name, "attack": a, "eps": 0.0, "correct": clean[name]}
              for s in models for a in GRID_ATTACKS for name in models]
     return rows
+
+
+def white_box_and_ensemble_counts(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, seed: int, pgd_steps: int,
+                                  pgd_eps: list[float], ensemble: bool, progress: bool = True) -> list[dict]:
+    """`robustness_counts`, plus (with `ensemble`) the AutoAttack ensemble's rows at the PGD ε (engine/masking.py)."""
+    rows = robustness_counts(models, x, y, seed, pgd_steps, pgd_eps, progress)
+    return rows + (ensemble_counts(models, x, y, pgd_eps, EnsembleSettings(seed=seed), progress) if ensemble else [])
 
 
 def aggregate(per_seed: list[list[dict]], n: int) -> list[dict]:
@@ -142,6 +151,7 @@ def summary_markdown(rows: list[dict], models_meta: list[dict]) -> str:
         lines += ["\n## White-box PGD (random start)\n", "| model | " + " | ".join(f"ε = {e}" for e in pgd_eps) + " |",
                   "|---" * (len(pgd_eps) + 1) + "|"]
         lines += [f"| {s} | " + " | ".join(cell(at[(s, s, 'pgd', e)]) for e in pgd_eps) + " |" for s in names]
+    lines.append(ensemble_markdown(rows))
     return "\n".join(lines) + "\n"
 
 
@@ -166,14 +176,15 @@ def test_images(dataset: Dataset, limit: int = 0) -> tuple[torch.Tensor, torch.T
 
 def evaluate(conditions: list[str], cfg, dataset: Dataset, preset: str = "demo", seeds: list[int] = (0,), cache_dir: Path = CACHE_DIR,
              limit: int = 0, pgd_steps: int = 40, pgd_eps: list[float] = PGD_EPS, progress: bool = True,
-             jobs: int = 0) -> tuple[list[dict], list[dict]]:
+             jobs: int = 0, ensemble: bool = False) -> tuple[list[dict], list[dict]]:
     """Train or reuse each condition's model per seed and score the grid; returns (rows, sidecars of the first seed)."""
     x, y = test_images(dataset, limit)
     per_seed, metas = [], []
     for seed in seeds:
         loaded = load_zoo(conditions, cfg, preset, seed, cache_dir, dataset, progress, jobs)
         metas = metas or [meta for _, meta in loaded.values()]
-        per_seed.append(robustness_counts({c: m for c, (m, _) in loaded.items()}, x, y, seed, pgd_steps, pgd_eps, progress))
+        per_seed.append(white_box_and_ensemble_counts({c: m for c, (m, _) in loaded.items()}, x, y, seed, pgd_steps, pgd_eps,
+                                                      ensemble, progress))
     return aggregate(per_seed, len(y)), metas
 
 
@@ -194,13 +205,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.checkpoints:
         models, metas = checkpoints.load_many(args.checkpoints, dataset)
         x, y = test_images(dataset, args.limit)
-        rows = aggregate([robustness_counts(models, x, y, args.seed, args.pgd_steps, args.pgd_eps)], len(y))
+        rows = aggregate([white_box_and_ensemble_counts(models, x, y, args.seed, args.pgd_steps, args.pgd_eps, args.ensemble)], len(y))
     else:
         conditions = list(regimes.names()) if args.conditions == "all" else [check_condition(c.strip()) for c in args.conditions.split(",")]
         rows, metas = evaluate(conditions, cfg, dataset, args.preset, range(args.seed, args.seed + args.seeds), args.models_dir,
-                               args.limit, args.pgd_steps, args.pgd_eps, jobs=args.jobs)
+                               args.limit, args.pgd_steps, args.pgd_eps, jobs=args.jobs, ensemble=args.ensemble)
     write_report(rows, metas, args.out)
-    print((args.out / "summary.md").read_text().split("\n## ")[1].strip())  # the models and their clean accuracy
+    summary = (args.out / "summary.md").read_text()
+    print(summary.split("\n## ")[1].strip())  # the models and their clean accuracy
+    if args.ensemble:
+        print(summary.split("## White-box AutoAttack")[1].split("\n## ")[0].strip())
     print(f"wrote {args.out}/robustness.csv, summary.md and one robustness-<source>.png per source model")
 
 
@@ -214,6 +228,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random N of the test images (default: all)")
     p.add_argument("--pgd-steps", type=int, default=40, help="PGD iterations (≥ 40, default 40)")
     p.add_argument("--pgd-eps", type=parse_eps, default=PGD_EPS, help="comma-separated PGD ε ('' skips PGD; default 0.1,0.2,0.3)")
+    p.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the AutoAttack ensemble (original settings) at the PGD ε and flag gradient masking "
+                        "(default: on; minutes per robust model on a CPU)")
     add_config_args(p)
     add_models_dir_arg(p, "--cache")
     p.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output directory (default runs/evaluate)")
