@@ -1,18 +1,25 @@
 """The researcher dashboard (/admin, login required): a study's live progress, its links per
 panel, one-click exports, open/close, and deleting a participant's data.
 
-Progress is computed by a few aggregate queries per page view; the page reloads itself every
-15 s, and /admin/study/<slug>/progress.json serves the same numbers to scripts. By default it
-counts real participants only; `?sessions=all` adds bots and pilots (e.g. to watch a
-simulation). Every POST checks the researcher's CSRF token; GETs never change anything.
+A study's page opens with one screen of charts (completed against target, each list's fill
+against its Latin-square share, per-condition means with intervals, the completion funnel, catch
+failures and speeders); the per-stimulus and per-session tables have pages of their own, sorted
+and paged by their URL, so a reload (every 15 s while the box is ticked) keeps the place.
+Progress is computed by a few aggregate queries per page view, and
+/admin/study/<slug>/progress.json serves the same numbers to scripts. By default it counts real
+participants only; `?sessions=all` adds bots and pilots (e.g. to watch a simulation). Every POST
+checks the researcher's CSRF token; GETs never change anything.
 """
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, stream_with_context, url_for
+from markupsafe import Markup
 from sqlalchemy import and_, case, func, select
 
+from study import charts
 from study.auth import admin_csrf, admin_required, check_admin_csrf, current_admin, current_user, require_role
 from study.db import begin_write, db, utcnow
 from study.export import EXPORTS, Selection, csv_chunks, dictionary_csv
@@ -27,6 +34,13 @@ bp = Blueprint("dashboard", __name__, url_prefix="/admin")
 TOO_FAST_MS = 250  # answers faster than this are hardly read
 TOO_FAST_SHARE = 0.3  # sessions with more than this share of such answers are flagged
 FUNNEL = ("consented", "assigned", "instructed", "in_task", "completed")
+FLAGGABLE = (*ACTIVE_STATES, "timed_out", "completed", "screened_out")
+PER_PAGE = 50
+# The sortable columns of the two tables, in the order shown.
+STIMULUS_COLUMNS = {"stimulus_id": "Stimulus", "condition": "Condition", "source_id": "Source", "label": "Label answers",
+                    "rate": "Rating answers"}
+SESSION_COLUMNS = {"session_id": "Session", "kind": "Kind", "state": "State", "list": "List", "answers": "Answers",
+                   "catch_failed": "Catch failed", "too_fast": "Too fast", "last_seen_at": "Last activity"}
 
 
 def get_study(slug: str, needed: str = "viewer") -> Study:
@@ -67,17 +81,18 @@ def progress(study: Study, all_sessions: bool) -> dict[str, Any]:
         select(ps.public_id, ps.state, ps.last_seen_at, ps.catch_failed, ps.is_bot, ps.is_pilot, AssignmentList.name,
                func.coalesce(answered.c.n, 0), func.coalesce(answered.c.fast, 0), ps.plan)
         .outerjoin(answered, answered.c.session_id == ps.id).outerjoin(AssignmentList, AssignmentList.id == ps.assignment_list_id)
-        .where(*kinds, ps.state.in_((*ACTIVE_STATES, "timed_out", "completed", "screened_out")))
-        .order_by(ps.last_seen_at.desc())).all()
-    active, flagged = [], []
+        .where(*kinds).order_by(ps.last_seen_at.desc())).all()
+    every, active, flagged = [], [], []
     for public_id, state, last_seen, catch_failed, is_bot, is_pilot, list_name, n, fast, plan in sessions:
         row = {"session_id": public_id, "state": state, "list": list_name, "answers": n, "trials": len(plan or []),
                "last_seen_at": last_seen.isoformat(timespec="seconds") + "Z" if last_seen else None,
                "idle_s": round((now - last_seen).total_seconds()) if last_seen else None,
                "catch_failed": catch_failed, "too_fast": fast, "kind": "bot" if is_bot else "pilot" if is_pilot else "real"}
+        row["flagged"] = state in FLAGGABLE and bool(catch_failed or (n and fast / n > TOO_FAST_SHARE))
+        every.append(row)
         if state in ACTIVE_STATES:
             active.append(row)
-        if catch_failed or (n and fast / n > TOO_FAST_SHARE):
+        if row["flagged"]:
             flagged.append(row)
     return {
         "study": study.slug, "is_open": study.is_open, "target": study.target_participants,
@@ -87,9 +102,59 @@ def progress(study: Study, all_sessions: bool) -> dict[str, Any]:
         "answers_per_condition": [{"condition": c, "task": t, "answers": n} for c, t, n in per_condition],
         "answers_per_stimulus": [{"stimulus_id": k, "condition": c, "source_id": s, "label": nl, "rate": nr}
                                  for k, c, s, nl, nr in per_stimulus],
-        "active": active, "flagged": flagged,
+        "active": active, "flagged": flagged, "sessions_list": every,
+        "catch_failed": sum(1 for r in flagged if r["catch_failed"]),
+        "too_fast": sum(1 for r in flagged if r["answers"] and r["too_fast"] / r["answers"] > TOO_FAST_SHARE),
         "too_fast_rule": f"more than {TOO_FAST_SHARE:.0%} of answers under {TOO_FAST_MS} ms",
+        "lists": _list_fill(study, every),
+        "condition_means": _condition_means(answers),
+        "seconds_per_answer": _seconds_per_answer(kinds),
     }
+
+
+def _list_fill(study: Study, sessions: list[dict]) -> list[dict[str, Any]]:
+    """Completed and running sessions per list, against the list's share of the target."""
+    names = db.session.scalars(select(AssignmentList.name).where(AssignmentList.study_id == study.id)
+                               .order_by(AssignmentList.position)).all()
+    share = study.target_participants / len(names) if names else 0
+    rows = {name: {"list": name, "completed": 0, "running": 0, "target": share} for name in names}
+    for s in sessions:
+        if s["list"] in rows and s["state"] in ("completed", *ACTIVE_STATES):
+            rows[s["list"]]["completed" if s["state"] == "completed" else "running"] += 1
+    return list(rows.values())
+
+
+def _condition_means(answers) -> list[dict[str, Any]]:
+    """Per condition (main block, catch images left out): the share of labels naming the true
+    digit and the mean rating, each with a 95% interval that treats answers as independent (a
+    live look, not the analysis: that models participants and images)."""
+    rating = answers.c.response_rating
+    correct = case((answers.c.response_label == Stimulus.true_label, 1), else_=0)
+    found = db.session.execute(
+        select(Stimulus.condition, answers.c.task, func.count(), func.sum(correct), func.avg(rating), func.avg(rating * rating))
+        .join(answers, answers.c.stimulus_id == Stimulus.id).where(answers.c.block == "main", ~answers.c.is_catch)
+        .group_by(Stimulus.condition, answers.c.task)).all()
+    rows: dict[str, dict[str, Any]] = {}
+    for condition, task, n, n_correct, mean, mean_sq in found:
+        row = rows.setdefault(condition, {"condition": condition, "labels": 0, "ratings": 0})
+        if task == "label":
+            low, high = charts.wilson(int(n_correct), n)
+            row.update(labels=n, accuracy=n_correct / n, accuracy_low=low, accuracy_high=high)
+        else:
+            low, high = charts.mean_interval(n, float(mean), float(mean_sq))
+            row.update(ratings=n, rating=float(mean), rating_low=low, rating_high=high)
+    return [rows[c] for c in sorted(rows)]
+
+
+def _seconds_per_answer(kinds: list) -> float | None:
+    """Median over completed sessions of (last answer - first image shown) / answers: the measure
+    to set a config's seconds_per_answer from after a pilot."""
+    ps = ParticipantSession
+    spans = db.session.execute(
+        select(func.min(Answer.presented_at), func.max(Answer.responded_at), func.count())
+        .join(ps, ps.id == Answer.session_id).where(*kinds, ps.state == "completed").group_by(Answer.session_id)).all()
+    per_answer = [(last - first).total_seconds() / n for first, last, n in spans if first and last and n]
+    return round(statistics.median(per_answer), 2) if per_answer else None
 
 
 def panel_links(study: Study) -> dict[str, str]:
@@ -124,14 +189,86 @@ def index():
     return render_template("admin/index.html", studies=studies, admin=current_admin(), csrf=admin_csrf())
 
 
+def summary_charts(study: Study, p: dict[str, Any]) -> dict[str, Markup]:
+    """The first screen's charts, from `progress` output."""
+    completed = p["by_state"]["completed"]
+    running = sum(p["by_state"][s] for s in ACTIVE_STATES)
+    means = p["condition_means"]
+    return {
+        "target": charts.bars([charts.Bar("completed", completed, running, f"{completed} / {p['target']}")],
+                              f"{completed} of {p['target']} completed, {running} running", scale=p["target"]),
+        "lists": charts.bars([charts.Bar(r["list"], r["completed"], r["running"], f"{r['completed']} + {r['running']} running")
+                              for r in p["lists"]],
+                             "Completed sessions per list: " + ", ".join(f"{r['list']} {r['completed']}" for r in p["lists"])
+                             + f"; each list's share of the target is {p['lists'][0]['target']:g}" if p["lists"] else "No lists",
+                             target=p["lists"][0]["target"] if p["lists"] else None),
+        "funnel": charts.bars([charts.Bar(step.replace("_", " "), n) for step, n in p["funnel"].items()],
+                              "Sessions that reached each step: " + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in p["funnel"].items())),
+        "accuracy": charts.intervals(
+            [charts.Interval(r["condition"], r.get("accuracy"), r.get("accuracy_low"), r.get("accuracy_high"),
+                             f"{r['accuracy']:.0%} (n={r['labels']})" if r.get("accuracy") is not None else "") for r in means],
+            "Share of labels naming the true digit per condition: " + ", ".join(
+                f"{r['condition']} {r['accuracy']:.0%} ({r['accuracy_low']:.0%} to {r['accuracy_high']:.0%})"
+                for r in means if r.get("accuracy") is not None), 0, 1),
+        "rating": charts.intervals(
+            [charts.Interval(r["condition"], r.get("rating"), r.get("rating_low"), r.get("rating_high"),
+                             f"{r['rating']:.2f} (n={r['ratings']})" if r.get("rating") is not None else "") for r in means],
+            "Mean rating per condition: " + ", ".join(
+                f"{r['condition']} {r['rating']:.2f} ({r['rating_low']:.2f} to {r['rating_high']:.2f})"
+                for r in means if r.get("rating") is not None), study.rating_min, study.rating_max),
+    }
+
+
+def _all_sessions() -> bool:
+    return request.args.get("sessions") == "all"
+
+
 @bp.get("/study/<slug>")
 @admin_required
 def study_page(slug: str):
     study = get_study(slug)
-    all_sessions = request.args.get("sessions") == "all"
-    return render_template("admin/study.html", study=study, p=progress(study, all_sessions), links=panel_links(study),
+    p = progress(study, _all_sessions())
+    return render_template("admin/study.html", study=study, p=p, charts=summary_charts(study, p), links=panel_links(study),
                            external_question=mturk_external_question(study), exports=[*EXPORTS, "data_dictionary.csv", "payments.csv"],
                            admin=current_admin(), csrf=admin_csrf(), message=request.args.get("message"))
+
+
+def table_page(rows: list[dict[str, Any]], columns: dict[str, str], default: str) -> dict[str, Any]:
+    """One page of `rows`, sorted as the URL asks (?sort=column, ?sort=-column for descending, ?page=N)."""
+    sort = request.args.get("sort", default)
+    key = sort.lstrip("-")
+    if key not in columns:
+        abort(400, f"sort takes one of {', '.join(columns)} (a leading - sorts descending)")
+    try:
+        number = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        abort(400, "page must be a whole number")
+    ordered = sorted(rows, key=lambda r: (r[key] is None, r[key] if r[key] is not None else 0), reverse=sort.startswith("-"))
+    pages = max(1, -(-len(ordered) // PER_PAGE))
+    number = min(number, pages)
+    return {"rows": ordered[(number - 1) * PER_PAGE:number * PER_PAGE], "columns": columns, "sort": sort, "key": key,
+            "descending": sort.startswith("-"), "page": number, "pages": pages, "total": len(ordered)}
+
+
+@bp.get("/study/<slug>/stimuli")
+@admin_required
+def stimuli_page(slug: str):
+    study = get_study(slug)
+    table = table_page(progress(study, _all_sessions())["answers_per_stimulus"], STIMULUS_COLUMNS, "stimulus_id")
+    return render_template("admin/table.html", study=study, table=table, what="stimuli", title="Answers per stimulus",
+                           endpoint="dashboard.stimuli_page", admin=current_admin(), csrf=admin_csrf())
+
+
+@bp.get("/study/<slug>/sessions")
+@admin_required
+def sessions_page(slug: str):
+    study = get_study(slug)
+    rows = progress(study, _all_sessions())["sessions_list"]
+    flagged = request.args.get("flagged") == "1"
+    table = table_page([r for r in rows if r["flagged"]] if flagged else rows, SESSION_COLUMNS, "-last_seen_at")
+    return render_template("admin/table.html", study=study, table=table, what="sessions", flagged=flagged,
+                           title="Flagged sessions" if flagged else "Sessions", endpoint="dashboard.sessions_page",
+                           admin=current_admin(), csrf=admin_csrf())
 
 
 @bp.get("/study/<slug>/progress.json")

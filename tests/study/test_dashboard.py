@@ -186,3 +186,20 @@ def test_framing_headers_and_hostile_input_stays_inert(app):
         assert db.session.scalar(text("SELECT count(*) FROM answer")) == len(bot.data["trials"])  # table intact
         assert db.session.scalar(text("SELECT client_id FROM answer WHERE trial_index = 0")) == HOSTILE[:64]
         assert db.session.scalar(select(func.count()).select_from(ParticipantSession)) == 1
+
+
+def test_templates_hold_no_inline_script_or_style():
+    """So a `default-src 'self'` content security policy breaks nothing: scripts come from files
+    (the trial page's JSON data block is not executed), styles from stylesheets, and no element
+    has a style attribute or an on* handler."""
+    from pathlib import Path
+
+    import study
+
+    pages = sorted((Path(study.__file__).parent / "templates").rglob("*.html"))
+    assert len(pages) > 15
+    for page in pages:
+        markup = page.read_text()
+        for tag in re.findall(r"<script\b[^>]*>", markup):
+            assert "src=" in tag or 'type="application/json"' in tag, (page.name, tag)
+        assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", markup), page.name

@@ -143,3 +143,34 @@ def test_every_visible_button_answers_what_its_question_asked(server, browser):
               for r in session_rows(engine, page)]
     assert stored == [(i, t, v) for i, t, _, v in clicked]
     page.context.close()
+
+
+def test_tab_and_enter_reach_only_the_question_on_screen(server, browser):
+    """By keyboard without digit keys: Tab walks the visible group only, Enter answers, and the
+    focus then waits on the next question, one Tab before its first button."""
+    base, _engine = server
+    page = new_page(browser, "desktop")
+    seen = Walk()
+    page.on("request", seen.record)
+    page.goto(f"{base}/study/clicks?participant=tabber")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("h1:text('Instructions')")
+    page.keyboard.press("Enter")
+    wait_ready(page, 0)
+    focused = "document.activeElement.closest('.buttons')?.id + ':' + document.activeElement.dataset.value"
+    stops = []
+    for _ in range(12):  # the withdraw link, then the ten digits
+        page.keyboard.press("Tab")
+        stops.append(page.evaluate(focused))
+    assert [s for s in stops if s != "undefined:undefined"][:10] == [f"label-buttons:{d}" for d in range(10)], stops
+    page.keyboard.press("Shift+Tab")  # back to digit 9 or 8, whichever: Enter answers with it
+    answer = int(page.evaluate("document.activeElement.dataset.value"))
+    page.keyboard.press("Enter")
+    assert wait_ready(page, 1) == "rate"
+    assert page.evaluate("document.activeElement.id") == "question"
+    page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "rate-buttons:1"
+    page.keyboard.press("Enter")
+    wait_ready(page, 2)
+    assert [(p["trial_index"], p["response"]) for p in seen.posted] == [(0, answer), (1, 1)]
+    page.context.close()
