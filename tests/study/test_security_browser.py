@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
@@ -18,6 +19,17 @@ def server(tmp_path_factory, stimset):
         yield base
 
 
+@pytest.fixture(scope="module")
+def mturk_browser(browser):
+    """Chromium that lets a public page frame a loopback one: here the study runs on 127.0.0.1,
+    which its local-network checks refuse to a page from MTurk's host (a deployed study is public).
+    Launched through the harness's Playwright (one per process)."""
+    own = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[
+        *CHROMIUM_ARGS, "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessForNavigations"])
+    yield own
+    own.close()
+
+
 def mturk_page(browser, base: str):
     """A page on MTurk's own host (served by Playwright) that frames the HIT as MTurk does."""
     context = browser.new_context()
@@ -28,7 +40,8 @@ def mturk_page(browser, base: str):
     return context, page
 
 
-def test_the_mturk_iframe_resumes_by_its_assignment_and_another_assignment_is_refused(server, browser):
+def test_the_mturk_iframe_resumes_by_its_assignment_and_another_assignment_is_refused(server, mturk_browser):
+    browser = mturk_browser
     context, page = mturk_page(browser, server)
     frame = page.frame_locator("iframe")
     frame.locator("text=I agree to take part").click()
