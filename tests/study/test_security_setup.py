@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from conftest import REPO, VENV_BIN, free_port, wait_for_http
-from studyhelp import stimset, write_config  # noqa: F401  (fixtures)
+from studyhelp import make_app, stimset, write_config  # noqa: F401  (fixtures)
 
 
 def flask(tmp_path, *args: str):
@@ -97,3 +97,25 @@ def test_session_tokens_stay_out_of_the_gunicorn_access_log(tmp_path):
         proc.wait(timeout=20)
     text = log.read_text()
     assert "/s/-/task" in text and "0123456789abcdef" not in text and "SIGNATURE" not in text
+
+
+def test_purge_panel_ids_forgets_raw_ids_of_ended_sessions_only(make_app):
+    from sqlalchemy import select
+
+    from study.db import db
+    from study.driver import Participant
+    from study.models import AuditEvent, ParticipantSession
+
+    app = make_app()
+    Participant("http://test", "test-study", {"PROLIFIC_PID": "RAWPID-DONE"}, client=app.test_client(), seed=1).run()
+    Participant("http://test", "test-study", {"PROLIFIC_PID": "RAWPID-BUSY"}, client=app.test_client(), seed=2).start()
+    runner = app.test_cli_runner()
+    kept = runner.invoke(args=["purge-panel-ids", "test-study"])  # the config's 90 days have not passed
+    assert kept.exit_code == 0 and "0 session(s)" in kept.output
+    purged = runner.invoke(args=["purge-panel-ids", "test-study", "--older-than-days", "0"])
+    assert purged.exit_code == 0 and "1 session(s)" in purged.output
+    with app.app_context():
+        ids = {s.state: s.panel_ids for s in db.session.scalars(select(ParticipantSession))}
+        assert ids == {"completed": {}, "instructed": {"PROLIFIC_PID": "RAWPID-BUSY"}}  # running sessions keep theirs
+        assert db.session.scalars(select(AuditEvent.detail).where(AuditEvent.action == "purge_panel_ids")).all()[-1]["sessions"] == 1
+    assert runner.invoke(args=["purge-panel-ids", "nope"]).exit_code == 1
