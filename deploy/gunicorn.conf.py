@@ -10,6 +10,9 @@ round trips.
 """
 import multiprocessing
 import os
+import re
+
+from gunicorn.glogging import Logger
 
 _sqlite = os.environ.get("STUDY_DATABASE_URL", "sqlite").startswith("sqlite")
 
@@ -22,4 +25,20 @@ timeout = 30
 graceful_timeout = 20
 # nginx in front logs every request already (its default access log); STUDY_ACCESS_LOG=- logs here too.
 accesslog = os.environ.get("STUDY_ACCESS_LOG") or None
+_SESSION_TOKEN = re.compile(r"/s/[^/?\s]+")
+
+
+class TokenlessLogger(Logger):
+    """Access log lines with the participant's session token cut out of /s/<token>/… paths: the
+    token is the key to their session, and logs are read by more people than the database."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key in ("r", "U"):
+            if isinstance(atoms.get(key), str):
+                atoms[key] = _SESSION_TOKEN.sub("/s/-", atoms[key])
+        return atoms
+
+
+logger_class = TokenlessLogger
 forwarded_allow_ips = os.environ.get("STUDY_FORWARDED_ALLOW_IPS", "127.0.0.1")

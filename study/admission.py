@@ -32,6 +32,9 @@ REFUSALS = {
 }
 
 
+REPEAT_QUIET = dt.timedelta(seconds=10)
+
+
 def address_hash() -> str:
     address = request.remote_addr or "?"
     try:
@@ -43,9 +46,17 @@ def address_hash() -> str:
     return keyed_hash("client-address", address)
 
 
-def record(study: Study, panel: str, outcome: str, now: dt.datetime) -> None:
-    """Add an arrival row to the caller's transaction."""
-    db.session.add(Arrival(study_id=study.id, at=now, address_hash=address_hash(), panel=panel, outcome=outcome))
+def record(study: Study, panel: str, outcome: str, now: dt.datetime) -> bool:
+    """Add an arrival row to the caller's transaction; False (nothing added) for a refusal this
+    address had for the same reason within the last REPEAT_QUIET: a client hammering the door
+    must not turn each refused request into a write."""
+    digest = address_hash()
+    if outcome != "admitted" and db.session.scalar(select(Arrival.id).where(
+            Arrival.address_hash == digest, Arrival.study_id == study.id, Arrival.outcome == outcome,
+            Arrival.at > now - REPEAT_QUIET).limit(1)) is not None:
+        return False
+    db.session.add(Arrival(study_id=study.id, at=now, address_hash=digest, panel=panel, outcome=outcome))
+    return True
 
 
 def over_limit(study: Study, config: StudyConfig, now: dt.datetime) -> str | None:

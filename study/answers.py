@@ -5,7 +5,9 @@ answer may arrive several times. Storage is one `INSERT … ON CONFLICT DO NOTHI
 (session, trial index): a retry carrying the same client id is acknowledged again without a
 second row; a different answer for a slot already filled is refused. Everything the analysis
 needs about the trial (stimulus, task, block, catch flag) comes from the session's stored plan,
-never from the client.
+never from the client. Answers are taken in plan order only (the trial after the last one stored;
+a retry of an earlier one is acknowledged as above), and the times that count are the server's:
+`received_at`, not the client's clock, which must merely be within a day of the server's.
 
 Two paths store an answer. The full one (`_record_in_transaction`) reads the session in a write
 transaction and moves its state, lease and failed-catch count with the answer. Most answers
@@ -172,8 +174,14 @@ _SESSION = select(ParticipantSession.id, ParticipantSession.study_id, Participan
                   ParticipantSession.catch_failed, ParticipantSession.last_seen_at
                   ).where(ParticipantSession.public_id == bindparam("public_id"))
 _EXISTING = select(Answer.client_id).where(Answer.session_id == bindparam("sid"), Answer.trial_index == bindparam("index"))
-# The next trial index due: answers arrive in plan order, so one past the last one stored.
-_NEXT = select(func.coalesce(func.max(Answer.trial_index) + 1, 0)).where(Answer.session_id == bindparam("sid"))
+
+
+def _due(session_id):
+    """The trial index due next in a session: answers arrive in plan order, so one past the last."""
+    return select(func.coalesce(func.max(Answer.trial_index) + 1, 0)).where(Answer.session_id == session_id)
+
+
+_NEXT = _due(bindparam("sid"))
 _TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__.c.id == bindparam("sid"))
 
 
@@ -190,11 +198,9 @@ def _insert_while_in_task(dialect: str):
     trial due next (the one after the last stored): no row otherwise."""
     columns = [c for c in Answer.__table__.c if c.name != "id"]
     params = {c.name: bindparam(c.name, type_=c.type) for c in columns}
-    sessions, answers = ParticipantSession.__table__, Answer.__table__
-    due = select(func.coalesce(func.max(answers.c.trial_index) + 1, 0)).where(
-        answers.c.session_id == params["session_id"]).scalar_subquery()
-    values = select(*params.values()).where(
-        sessions.c.id == params["session_id"], sessions.c.state == literal("in_task"), due == params["trial_index"])
+    sessions = ParticipantSession.__table__
+    values = select(*params.values()).where(sessions.c.id == params["session_id"], sessions.c.state == literal("in_task"),
+                                            _due(params["session_id"]).scalar_subquery() == params["trial_index"])
     return _insert(dialect).from_select([c.name for c in columns], values)
 
 

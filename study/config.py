@@ -8,6 +8,7 @@ silently fall back to a default. `study/default_study.toml` documents every key.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -100,6 +101,10 @@ class Admission:
     new_sessions_per_address_per_hour: int = 20  # counted per client address, marked sessions aside
     new_sessions_per_minute: int = 60  # for the whole study
     start_lease_minutes: float = 5.0  # a place held by a session that has not begun the instructions
+
+    @property
+    def start_lease(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.start_lease_minutes)
 
 
 @dataclass(frozen=True)

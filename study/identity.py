@@ -13,8 +13,8 @@ id opens the session only
 
 Anyone else is shown "already open in another browser", and the refusal is logged (arrivals page,
 audit log). A session that cannot be taken over in someone's name is not held against them
-either: one that was declined, or that never got past consent within its short start lease, is
-replaced by the next arrival's own consent, so a guesser who arrives first with someone's id
+either: one that was declined, or that has not begun the task and showed no sign of life (consent,
+a page shown) for a whole start lease, is replaced by the next arrival's own consent, so a guesser who arrives first with someone's id
 blocks them for minutes at most and cannot decline for them.
 
 The session token in /s/<token> URLs stays the key to the session itself, so a refresh, the back
@@ -30,7 +30,10 @@ import secrets
 
 from flask import Response, request
 
-from study.models import ParticipantSession
+from sqlalchemy import func, select
+
+from study.db import db
+from study.models import PageView, ParticipantSession
 from study.panels import Entry
 from study.security import keyed_hash
 
@@ -69,9 +72,12 @@ def is_owner(session: ParticipantSession, entry: Entry, slug: str) -> bool:
     return bool(given and session.submission_hash and hmac.compare_digest(given, session.submission_hash))
 
 
-def replaceable(session: ParticipantSession, now: dt.datetime) -> bool:
-    """A session someone else's consent may replace: declined, or never started within its lease."""
+def replaceable(session: ParticipantSession, now: dt.datetime, start_lease: dt.timedelta) -> bool:
+    """A session someone else's consent may replace: declined, or not started and silent (no
+    consent, no page shown) for a whole start lease, so a slow reader of the instructions keeps it."""
     if session.state == "declined":
         return True
-    not_started = session.instructed_at is None and session.state in ("consented", "assigned", "timed_out")
-    return not_started and (session.lease_expires_at is None or session.lease_expires_at < now)
+    if session.instructed_at is not None or session.state not in ("consented", "assigned", "timed_out"):
+        return False
+    last_view = db.session.scalar(select(func.max(PageView.at)).where(PageView.session_id == session.id))
+    return now - max(filter(None, (session.consented_at, session.created_at, last_view))) > start_lease

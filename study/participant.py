@@ -6,7 +6,6 @@ session's state calls for, so any refresh, back button or repeat visit lands in 
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import secrets
 
@@ -111,12 +110,12 @@ def _existing(study: Study, found: Entry) -> ParticipantSession | None:
 def _refuse(study: Study, panel: str, reason: str, status: int, session: ParticipantSession | None = None):
     """Record a refused arrival (in its own commit) and tell the participant why."""
     db.session.rollback()
-    begin_write()
-    now = utcnow()
-    admission.record(study, panel, reason, now)
-    if session is not None:  # someone else's session: the researcher sees the attempt in the audit log
-        audit("participant", "entry_refused", study=study.slug, session_id=session.public_id, reason=reason)
-    db.session.commit()
+    if request.method != "HEAD":
+        begin_write()
+        recorded = admission.record(study, panel, reason, utcnow())
+        if recorded and session is not None:  # someone else's session: the researcher sees it in the audit log
+            audit("participant", "entry_refused", study=study.slug, session_id=session.public_id, reason=reason)
+        db.session.commit()
     return render_template("message.html", title="You cannot start this study here", message=admission.REFUSALS[reason]), status
 
 
@@ -130,7 +129,7 @@ def entry(slug: str):
     if existing is not None:  # a repeat visit resumes, it never restarts; but only for the owner
         if identity.is_owner(existing, found, slug):
             return redirect(home_url(existing), 303)
-        if not identity.replaceable(existing, utcnow()):
+        if not identity.replaceable(existing, utcnow(), config.admission.start_lease):
             return _refuse(study, found.panel, "open_elsewhere", 409, existing)
     if mark is None and not found.raw_id and not config.admission.anonymous_link:
         return _refuse(study, found.panel, "anonymous_off", 403)
@@ -158,7 +157,7 @@ def consent(slug: str):
     if existing is not None:
         if identity.is_owner(existing, found, slug):
             return redirect(home_url(existing), 303)
-        if not identity.replaceable(existing, now):
+        if not identity.replaceable(existing, now, config.admission.start_lease):
             return _refuse(study, found.panel, "open_elsewhere", 409, existing)
         # Nothing of it was used (no instructions, no answers): this arrival's own consent counts.
         audit("participant", "session_replaced", study=study.slug, session_id=existing.public_id, state=existing.state)
@@ -189,7 +188,7 @@ def consent(slug: str):
             assign(session, study, now)
             # Until the instructions are done the place is held briefly: an arrival that goes no
             # further (or a script filling the study) gives it back within minutes.
-            session.lease_expires_at = min(session.lease_expires_at, now + dt.timedelta(minutes=config.admission.start_lease_minutes))
+            session.lease_expires_at = min(session.lease_expires_at, now + config.admission.start_lease)
         db.session.add(session)
         if mark is None:
             admission.record(study, found.panel, "admitted", now)

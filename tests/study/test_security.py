@@ -171,7 +171,8 @@ def test_a_known_panel_id_does_not_open_answer_or_decline_someone_elses_session(
     assert declined.status == 409
     assert target.scalar("SELECT state FROM participant_session WHERE public_id = :p",
                          p=token_path.split("/")[2].split(".")[0]) == "instructed"
-    assert target.scalar("SELECT count(*) FROM audit_event WHERE action = 'entry_refused'") >= 3
+    # Logged for the researcher, once per address and reason every 10 s (a hammering client writes nothing more).
+    assert target.scalar("SELECT count(*) FROM audit_event WHERE action = 'entry_refused'") == 1
 
     # Alice herself: her browser (cookie) and her own Prolific link on another device both resume.
     assert victim.get("/study/test-study?PROLIFIC_PID=alice001").headers["Location"].startswith(token_path)
@@ -217,7 +218,7 @@ def test_the_anonymous_link_is_off_and_new_sessions_are_rate_limited_per_address
 
     owner = logged_in(target, "ada")
     arrivals = owner.get("/admin/study/tight/arrivals?format=json").json()["refused"]
-    assert [a["reason"] for a in arrivals].count("per_address") == 3 and "anonymous_off" in [a["reason"] for a in arrivals]
+    assert sorted(a["reason"] for a in arrivals) == ["anonymous_off", "per_address"]  # repeats within 10 s: one row
 
 
 def _as_datetime(value):

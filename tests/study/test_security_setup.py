@@ -2,17 +2,22 @@
 paths, non-PNG bytes), the database file's mode, and the offline dependency audit."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import pytest
 
-from conftest import REPO
-from studyhelp import stimset, write_config  # noqa: F401  (fixtures)
+from conftest import REPO, VENV_BIN, free_port, wait_for_http
+from studyhelp import make_app, stimset, write_config  # noqa: F401  (fixtures)
 
 
 def flask(tmp_path, *args: str):
@@ -74,3 +79,43 @@ def test_the_dependency_audit_passes_on_the_pins_and_fails_on_a_known_advisory(t
     found = subprocess.run([*audit, "--constraints", str(old)], capture_output=True, text=True)
     assert found.returncode == 1 and "werkzeug==3.0.2: GHSA-2g68-c3qc-8985" in found.stdout
     assert "gunicorn" not in found.stdout  # 23.0.0 is past the fix (22.0.0)
+
+
+def test_session_tokens_stay_out_of_the_gunicorn_access_log(tmp_path):
+    log = tmp_path / "access.log"
+    port = free_port()
+    env = {**os.environ, "STUDY_DATABASE_URL": f"sqlite:///{tmp_path / 'study.sqlite'}", "STUDY_SECRET_KEY": "k",
+           "STUDY_ACCESS_LOG": str(log), "STUDY_WORKERS": "1", "STUDY_BIND": f"127.0.0.1:{port}"}
+    proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py"), "study:create_app()"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/s/0123456789abcdef.SIGNATURE/task?x=1", timeout=10)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    text = log.read_text()
+    assert "/s/-/task" in text and "0123456789abcdef" not in text and "SIGNATURE" not in text
+
+
+def test_purge_panel_ids_forgets_raw_ids_of_ended_sessions_only(make_app):
+    from sqlalchemy import select
+
+    from study.db import db
+    from study.driver import Participant
+    from study.models import AuditEvent, ParticipantSession
+
+    app = make_app()
+    Participant("http://test", "test-study", {"PROLIFIC_PID": "RAWPID-DONE"}, client=app.test_client(), seed=1).run()
+    Participant("http://test", "test-study", {"PROLIFIC_PID": "RAWPID-BUSY"}, client=app.test_client(), seed=2).start()
+    runner = app.test_cli_runner()
+    kept = runner.invoke(args=["purge-panel-ids", "test-study"])  # the config's 90 days have not passed
+    assert kept.exit_code == 0 and "0 session(s)" in kept.output
+    purged = runner.invoke(args=["purge-panel-ids", "test-study", "--older-than-days", "0"])
+    assert purged.exit_code == 0 and "1 session(s)" in purged.output
+    with app.app_context():
+        ids = {s.state: s.panel_ids for s in db.session.scalars(select(ParticipantSession))}
+        assert ids == {"completed": {}, "instructed": {"PROLIFIC_PID": "RAWPID-BUSY"}}  # running sessions keep theirs
+        assert db.session.scalars(select(AuditEvent.detail).where(AuditEvent.action == "purge_panel_ids")).all()[-1]["sessions"] == 1
+    assert runner.invoke(args=["purge-panel-ids", "nope"]).exit_code == 1
