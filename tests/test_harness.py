@@ -24,7 +24,7 @@ def test_app_serves_under_gunicorn_on_each_database(database_url):
     with gunicorn_server(database_url) as base:
         with urllib.request.urlopen(base + "/healthz") as resp:
             body = json.load(resp)
-    assert body == {"status": "ok", "database": database_url.split(":")[0].split("+")[0]}
+    assert body == {"status": "ok", "database": database_url.split(":")[0].split("+")[0], "writes": "ok"}
 
 
 @pytest.mark.browser
