@@ -43,6 +43,30 @@ def condition_intervals(summary: pd.DataFrame, out: Path) -> list[Path]:
     return save(fig, out, "fig_condition_intervals")
 
 
+def primary_effects(primary: pd.DataFrame, out: Path) -> list[Path]:
+    """The answer at a glance: each primary contrast's response-scale difference with its 95% interval,
+    one panel per outcome; filled when significant after Holm."""
+    outcomes = list(dict.fromkeys(primary["outcome"]))
+    fig, axes = plt.subplots(1, len(outcomes), figsize=(3.6 * len(outcomes), 0.9 + 0.42 * primary["contrast"].nunique()), squeeze=False)
+    for ax, outcome in zip(axes[0], outcomes):
+        part = primary[(primary["outcome"] == outcome) & primary["diff"].notna()]
+        scale = 1 if outcome == "rating" else 100
+        y = np.arange(len(part))
+        for i, row in enumerate(part.itertuples()):
+            color = PALETTE.get(row.contrast.split(" − ")[0], "black")
+            ax.errorbar(scale * row.diff, i, xerr=[[scale * (row.diff - row.diff_low)], [scale * (row.diff_high - row.diff)]],
+                        fmt="o", color=color, mfc=color if row.p_holm < 0.05 else "white", capsize=3)
+        ax.axvline(0, color="#555", lw=0.8)
+        ax.set_yticks(y, part["contrast"])
+        ax.invert_yaxis()
+        ax.set_xlabel("scale points" if outcome == "rating" else "percentage points")
+        ax.set_title({"target": "target-label rate", "true": "true-label rate", "rating": "legitimacy rating"}.get(outcome, outcome), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Primary contrasts: difference with 95% CI (filled: significant after Holm)", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, "fig_primary_effects")
+
+
 def rating_distribution(distribution: pd.DataFrame, out: Path) -> list[Path]:
     """Stacked proportions of each scale point per condition."""
     points = [c for c in distribution.columns if isinstance(c, (int, np.integer))]

@@ -14,7 +14,7 @@ table{border-collapse:collapse;font-size:0.86em;margin:0.4em 0}th,td{padding:3px
 thead th{border-bottom:1px solid #444}tbody tr:nth-child(even){background:#f6f6f6}
 figure{margin:1.2em 0}figcaption{font-weight:600;margin-bottom:0.3em}.note{font-size:0.85em;color:#444;max-width:60em}
 .warnings{background:#fff4e5;border-left:4px solid #e69500;padding:0.5em 1em}img{max-width:min(100%,900px)}
-code{background:#f2f2f2;padding:0 3px}
+code{background:#f2f2f2;padding:0 3px}.findings li{margin:0.15em 0}#s0 img{max-width:min(100%,1000px)}
 """
 
 
@@ -24,6 +24,7 @@ class Section:
     intro: str = ""
     tables: list[Table] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)   # PNG paths
+    findings: list[str] = field(default_factory=list)   # a bulleted list after the intro
 
 
 def _figure(path: Path) -> str:
@@ -34,14 +35,18 @@ def _figure(path: Path) -> str:
 def render(title: str, summary: str, warnings: list[str], sections: list[Section]) -> str:
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"]
-    if warnings:
-        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-        parts.append(f'<div class="warnings"><strong>Warnings</strong><ul>{items}</ul></div>')
-    parts.append("<nav><ol>" + "".join(f'<li><a href="#s{i}">{html.escape(s.heading)}</a></li>' for i, s in enumerate(sections)) + "</ol></nav>")
     for i, s in enumerate(sections):
         parts.append(f'<section id="s{i}"><h2>{html.escape(s.heading)}</h2>')
         if s.intro:
             parts.append("".join(f"<p>{html.escape(p)}</p>" for p in s.intro.split("\n\n")))
+        if s.findings:
+            parts.append('<ul class="findings">' + "".join(f"<li>{html.escape(f)}</li>" for f in s.findings) + "</ul>")
         parts += [t.html() for t in s.tables] + [_figure(f) for f in s.figures]
         parts.append("</section>")
+        if i == 0:  # the answer first, then what to be careful about, then the detail
+            if warnings:
+                items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+                parts.append(f'<div class="warnings"><strong>Warnings</strong><ul>{items}</ul></div>')
+            parts.append("<nav><ol>" + "".join(f'<li><a href="#s{j}">{html.escape(t.heading)}</a></li>' for j, t in enumerate(sections))
+                         + "</ol></nav>")
     return "".join(parts) + "</body></html>\n"

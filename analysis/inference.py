@@ -242,16 +242,16 @@ def negative_contrast_variance(cov: np.ndarray, columns: list[int]) -> bool:
 class Contrast:
     a: str
     b: str
-    family: str  # "primary" (defended vs normal) or "secondary" (all pairwise)
+    family: str  # "primary" (defended vs normal) or "secondary" (defended vs defended)
 
 
 def planned_contrasts(conditions: list[str] | tuple[str, ...]) -> list[Contrast]:
-    """Primary: each defended model vs normal. Secondary: every pair (later condition vs earlier).
+    """Primary: each defended model vs normal. Secondary: every pair of defended models (later vs
+    earlier), so each contrast belongs to one family and is shown once.
     `conditions` are the declared ones (analysis.design), reference first."""
     reference, others = conditions[0], conditions[1:]
     primary = [Contrast(c, reference, "primary") for c in others]
-    secondary = [Contrast(conditions[j], conditions[i], "secondary")
-                 for i in range(len(conditions)) for j in range(i + 1, len(conditions))]
+    secondary = [Contrast(others[j], others[i], "secondary") for i in range(len(others)) for j in range(i + 1, len(others))]
     return primary + secondary
 
 

@@ -34,7 +34,7 @@ from analysis.inference import (OUTCOMES, Layout, contrast_table, detect_layout,
                                 planned_contrasts)
 from analysis.loading import answers_frame, load_responses, one_line
 from analysis.robustness import by_image, by_participant
-from analysis.tables import Table, apa_sentence, fmt_with_ci, plain_table, significance_table
+from analysis.tables import Table, apa_sentence, fmt_with_ci, headline, plain_table, significance_table
 from contracts import ContractError
 
 
@@ -144,7 +144,8 @@ def descriptive_tables(summary: pd.DataFrame) -> Table:
                  "image units independently (Owen 2007); in the matched layout it is conservative.", summary)
 
 
-def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, declared: Declared, covariate: bool) -> None:
+def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, declared: Declared, covariate: bool) -> pd.DataFrame:
+    """The primary models' section; returns the primary family's rows (for the summary)."""
     suffix = "_l2" if covariate else ""
     label = " (adjusted for the L2 norm)" if covariate else ""
     section = Section(f"Primary inference{label}", (
@@ -152,7 +153,7 @@ def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, decla
         "is descriptive (cluster-robust Wald tests of several restrictions over-reject with tens of clusters). "
         + ("The L2 norm of each image's perturbation enters as a centred covariate, separating 'looks more like the "
            "target' from 'was changed more'; Δ averages over the observed norms." if covariate else "")))
-    omnibus_rows, diagnostics, sentences = [], [], []
+    omnibus_rows, diagnostics, sentences, primary = [], [], [], []
     clustering = f"participants × {'source digits' if layout.unit == 'source_id' else 'images'}"
     for outcome in OUTCOMES:
         with report.step(f"{outcome.title}: primary model{label}"):
@@ -161,7 +162,8 @@ def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, decla
             table = contrast_table(fit, planned_contrasts(declared.conditions))
             section.tables.append(significance_table(table, f"{outcome.title}: planned contrasts{label}",
                                                      f"contrasts_{outcome.name}{suffix}", clustering))
-            sentences += [apa_sentence(row) for _, row in table[table["family"] == "primary"].iterrows() if not row["note"]]
+            primary.append(table[table["family"] == "primary"])
+            sentences += [apa_sentence(row) for _, row in primary[-1].iterrows() if not row["note"]]
             omnibus_rows.append(omnibus(fit))
             diagnostics.append({"outcome": outcome.name, "model": fit.formula, "method": fit.method, "answers": fit.n_obs,
                                 "participants": fit.n_participants, "image units": len(set().union(*fit.units.values())),
@@ -173,6 +175,26 @@ def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, decla
         section.tables.append(plain_table(pd.DataFrame(diagnostics), f"model_diagnostics{suffix}", f"Models as fitted{label}"))
     section.intro += "\n\nIn words (primary family):\n\n" + "\n\n".join(sentences) if sentences else ""
     report.add(section)
+    return pd.concat(primary, ignore_index=True) if primary else pd.DataFrame()
+
+
+OUTCOME_WORDS = {"target": "target-label rate", "true": "true-label rate", "rating": "legitimacy rating"}
+
+
+def summary_section(report: Report, answers: pd.DataFrame, declared: Declared, primary: pd.DataFrame) -> Section:
+    """The report's first screen: what was compared, on whom, and what each primary contrast found."""
+    analysed = answers[answers["condition"] != "clean"]
+    defended = [c for c in declared.conditions[1:]]
+    intro = (f"Compared: adversarial images made against the {', '.join(defended)} model{'s' if len(defended) > 1 else ''}, each "
+             f"against those made against the {declared.conditions[0]} model, judged by {analysed['participant_id'].nunique()} "
+             f"participants on {analysed['stimulus_id'].nunique()} images from {analysed['source_id'].nunique()} source digits "
+             f"({len(analysed)} answers after exclusions). Found (difference with 95% CI; Holm-adjusted within each outcome):")
+    findings = [f"{OUTCOME_WORDS[row['outcome']].capitalize()}, {row['contrast']}: " + (row["note"] if row["note"] else headline(row))
+                for _, row in primary.iterrows()]
+    section = Section("Answer", intro, findings=findings)
+    if len(primary) and primary["diff"].notna().any():
+        section.figures.append(figures.primary_effects(primary, report.out)[0])
+    return section
 
 
 def robustness_section(report: Report, answers: pd.DataFrame, layout: Layout, declared: Declared) -> None:
@@ -200,7 +222,8 @@ def write_outputs(report: Report, title: str, summary: str) -> None:
     out = report.out
     (out / "report.md").write_text(f"# {title}\n\n{summary}\n\n"
                                    + ("## Warnings\n\n" + "".join(f"- {w}\n" for w in report.warnings) + "\n" if report.warnings else "")
-                                   + "".join(f"## {s.heading}\n\n{s.intro}\n\n" + "\n".join(t.markdown() for t in s.tables)
+                                   + "".join(f"## {s.heading}\n\n{s.intro}\n\n" + "".join(f"- {f}\n" for f in s.findings) + "\n"
+                                             + "\n".join(t.markdown() for t in s.tables)
                                              + "".join(f"\n![{f.stem}]({f.name})\n" for f in s.figures) + "\n"
                                              for s in report.sections))
     (out / "report.html").write_text(render(title, summary, report.warnings, report.sections))
@@ -300,7 +323,9 @@ def write_report(args: argparse.Namespace, report: Report, responses: pd.DataFra
             section.figures += [figures.rating_distribution(distribution, out)[0], figures.legitimacy_vs_l2(answers, out)[0]]
         report.add(section)
 
-    primary_section(report, answers, layout, declared, covariate=False)
+    primary = primary_section(report, answers, layout, declared, covariate=False)
+    with report.step("Summary of the primary contrasts"):
+        report.sections.insert(0, summary_section(report, answers, declared, primary))
     if args.covariate_l2:
         primary_section(report, answers, layout, declared, covariate=True)
     robustness_section(report, answers, layout, declared)

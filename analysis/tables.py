@@ -106,10 +106,23 @@ def significance_table(contrasts: pd.DataFrame, title: str, name: str, clusterin
             f"mixed model's conditional estimate by design. Standard errors are clustered two ways ({clustering}; Cameron, "
             "Gelbach & Miller 2011); t reference with df = the smaller number of clusters − 1. Holm adjustment within each of "
             "this outcome's declared families: " + "; ".join(f"{f} (k = {n})" for f, n in families.items())
-            + " — primary = each defended model vs normal, secondary = all pairwise contrasts; a contrast that is not "
+            + " — primary = each defended model vs normal, secondary = the defended models among themselves; a contrast that is not "
             "estimable still counts in its family. "
             f"Δ is the model-implied difference in {first['diff_name'].replace(' difference', '')} (delta-method interval).")
     return Table(name, title, frame, note, contrasts)
+
+
+# Column names of the numeric frames (kept in the CSV files) as the printed tables head them.
+HEADERS = {"outcome": "Outcome", "family": "Family", "contrast": "Contrast", "estimate": "Estimate", "se": "SE",
+           "ci_low": "95% CI low", "ci_high": "95% CI high", "p": "p", "p_holm": "p (Holm)", "p_value": "p",
+           "statistic": "Statistic", "n": "n", "effect": "Effect size", "effect_name": "Effect size measure", "test": "Test",
+           "note": "Note", "chi2": "χ²", "df": "df", "z": "z", "d_WKJ": "d (Westfall–Kenny–Judd)", "condition": "Condition",
+           "measure": "Measure", "level": "Level", "alpha": "Krippendorff's α", "images": "Images", "raters": "Raters",
+           "step": "Step", "participants": "Participants", "sessions": "Sessions", "answers": "Answers",
+           "participants removed": "Participants removed", "sessions removed": "Sessions removed",
+           "answers removed": "Answers removed", "model": "Model", "method": "Method", "converged": "Converged",
+           "image units": "Image units", "component": "Component", "variance": "Variance", "median": "Median",
+           "power": "Power", "sources": "Sources"}
 
 
 def plain_table(data: pd.DataFrame, name: str, title: str, note: str = "", digits: int = 3,
@@ -120,25 +133,47 @@ def plain_table(data: pd.DataFrame, name: str, title: str, note: str = "", digit
             return fmt_p(value) if column in p_columns else fmt_num(value, digits)
         return "" if value is None else str(value)
 
-    frame = pd.DataFrame({str(c): [cell(c, v) for v in data[c]] for c in data.columns})
+    frame = pd.DataFrame({HEADERS.get(str(c), str(c)): [cell(c, v) for v in data[c]] for c in data.columns})
     return Table(name, title, frame, note, data)
+
+
+ALPHA = 0.05
+WHAT = {"target": "labelled as the attack's target digit {} often", "true": "labelled as their true digit {} often",
+        "rating": "rated as {} legitimate examples of the target digit"}
+MEASURE = {"target": "how often they were labelled as the attack's target digit",
+           "true": "how often they were labelled as their true digit", "rating": "how legitimate they were rated"}
+
+
+def _shift(row: pd.Series) -> str:
+    """The response-scale difference with its interval: percentage points or scale points."""
+    scale, digits, unit = (1, 2, "scale points") if row["outcome"] == "rating" else (100, 1, "percentage points")
+    return (f"{fmt_num(scale * row['diff'], digits)} {unit}, 95% CI "
+            f"{fmt_ci(scale * row['diff_low'], scale * row['diff_high'], digits)}")
+
+
+def finding(row: pd.Series) -> str:
+    """What one contrast found, in words: a direction only when it is significant after Holm."""
+    a, b = row["contrast"].split(" − ")
+    if row["p_holm"] < ALPHA:
+        return (f"images made against the {a} model were {WHAT[row['outcome']].format('more' if row['estimate'] > 0 else 'less')} "
+                f"than images made against the {b} model")
+    return f"no significant difference between images made against the {a} and the {b} model in {MEASURE[row['outcome']]}"
+
+
+def headline(row: pd.Series) -> str:
+    """One primary contrast for the report's first screen: effect with interval, Holm p, and in a
+    few words what it means (a direction only when significant after Holm)."""
+    meaning = (WHAT[row["outcome"]].format("more" if row["estimate"] > 0 else "less") if row["p_holm"] < ALPHA
+               else "no significant difference")
+    return f"{_shift(row)}; Holm p {_p_phrase(row['p_holm'])}: {meaning}"
 
 
 def apa_sentence(row: pd.Series) -> str:
     """One planned contrast in words, APA style, ready for a Results section."""
-    a, b = row["contrast"].split(" − ")
-    direction = "more" if row["estimate"] > 0 else "less"
-    what = {"target": f"labelled as the attack's target digit {direction} often",
-            "true": f"labelled as their true digit {direction} often",
-            "rating": f"rated as {direction} legitimate examples of the target digit"}[row["outcome"]]
-    scale, digits, unit = (1, 2, "scale points") if row["outcome"] == "rating" else (100, 1, "percentage points")
-    shift = (f"{fmt_num(scale * row['diff'], digits)} {unit}, 95% CI "
-             f"{fmt_ci(scale * row['diff_low'], scale * row['diff_high'], digits)}")
-    verdict = "" if row["p_holm"] < 0.05 else "; the difference is not significant after Holm adjustment"
-    return (f"Images made against the {a} model were {what} than images made against the {b} model "
-            f"(b = {fmt_num(row['estimate'])}, SE = {fmt_num(row['se'])}, t({int(row['df'])}) = {fmt_num(row['t'])}, "
-            f"p {_p_phrase(row['p'])}, Holm-adjusted p {_p_phrase(row['p_holm'])}; {row['ratio_name']} = "
-            f"{fmt_with_ci(row['ratio'], row['ratio_low'], row['ratio_high'])}; {shift}){verdict}.")
+    said = finding(row)
+    return (f"{said[0].upper()}{said[1:]} (b = {fmt_num(row['estimate'])}, SE = {fmt_num(row['se'])}, t({int(row['df'])}) = "
+            f"{fmt_num(row['t'])}, p {_p_phrase(row['p'])}, Holm-adjusted p {_p_phrase(row['p_holm'])}; {row['ratio_name']} = "
+            f"{fmt_with_ci(row['ratio'], row['ratio_low'], row['ratio_high'])}; {_shift(row)}).")
 
 
 def _p_phrase(p: float) -> str:

@@ -5,6 +5,13 @@ Rows are streamed from a server-side cursor and written in chunks, so memory sta
 many answers there are; the same generators feed `flask --app study export` and the dashboard's
 downloads. Sessions that withdrew, bots and pilots are left out unless asked for. Raw panel ids
 never appear here (only the payment list has them).
+
+Spreadsheets run a cell that begins with =, +, -, @, tab or CR as a formula, so in the files meant
+for them (participants.csv, payments.csv, the dictionary) such text cells are prefixed with a
+single quote, the usual neutralisation: a user agent of `=HYPERLINK(…)` is shown, never run.
+responses.csv is left exactly as the database holds it, because pandas and R must read back the
+very values the contract validated: its text columns are ids, names from the schema's
+vocabularies and timestamps, and it is written for analysis software, not for spreadsheets.
 """
 from __future__ import annotations
 
@@ -161,10 +168,23 @@ def dictionary_rows(conditions: list[str] | None = None) -> Iterator[list[str]]:
 
 # --- streaming -------------------------------------------------------------------------------------
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """Text that a spreadsheet shows rather than evaluates (a leading ' is not displayed). A carriage
+    return becomes a line feed: the csv module quotes cells with the line terminator (LF here) but
+    not a bare CR, which readers take for the end of the row."""
+    text = "'" + text if text.startswith(FORMULA_STARTS) else text
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _cell(value: Any) -> Any:
-    """CSV cells as the contract writes them: booleans true/false, missing values empty."""
+    """CSV cells for spreadsheets: booleans true/false, missing values empty, text neutralised."""
     if value is None:
         return ""
+    if isinstance(value, str):
+        return spreadsheet_safe(value)
     if value is True or value is False:
         return "true" if value else "false"
     if isinstance(value, dt.datetime):

@@ -3,7 +3,8 @@
 Only completed real sessions (no bots, pilots or withdrawals) are paid. The list is a pure
 function of the database: running it again gives the same file, so it is safe to re-run after a
 crash or to check a payment already made. It is the one export with raw panel ids, which the
-panels need to pay people; keep it out of the analysis data.
+panels need to pay people; keep it out of the analysis data. It is written through
+`export.csv_chunks`, so text cells a spreadsheet would run as formulas are neutralised.
 """
 from __future__ import annotations
 

@@ -25,9 +25,9 @@ def test_a_declared_condition_without_answers_keeps_its_place_in_the_holm_family
     (tmp_path / "data_dictionary.csv").write_text(DICTIONARY_ROW)
     assert main([str(csv), "--out", str(tmp_path / "out"), "--bootstrap", "20"]) == 0
     table = pd.read_csv(tmp_path / "out" / "contrasts_target.csv").set_index("contrast")
-    assert table.loc["distilled − normal", "note"].iloc[0].startswith("not estimable (no analysable answers in distilled")
+    assert table.loc["distilled − normal", "note"].startswith("not estimable (no analysable answers in distilled")
     primary = table[table["family"] == "primary"]
-    assert len(primary) == 3 and len(table[table["family"] == "secondary"]) == 6
+    assert len(primary) == 3 and len(table[table["family"] == "secondary"]) == 3
     raw = primary["p"].fillna(1.0).to_numpy()  # the missing test counts as one that never rejects
     expected = multipletests(raw, method="holm")[1]
     np.testing.assert_allclose(primary["p_holm"].dropna(), expected[primary["p"].notna().to_numpy()], rtol=1e-12)
