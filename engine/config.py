@@ -119,13 +119,9 @@ def resolved(cfg: TrainBase) -> dict[str, Any]:
 
 
 def check_condition(condition: str) -> str:
+    """`condition` if it is a registered regime; a one-line error naming the registered ones otherwise."""
     regimes.get(condition)
     return condition
-
-
-def conditions() -> tuple[str, ...]:
-    """The registered regimes (the conditions `engine train --condition all` trains)."""
-    return regimes.names()
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -142,15 +138,13 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
 
 
-def layers_from_args(args: argparse.Namespace, sets: Layer | None = None) -> list[Layer]:
-    """The training layers of a command line: the preset, --config, --set (or `sets`, already parsed) and the shorthands."""
+def layers_from_args(args: argparse.Namespace) -> list[Layer]:
+    """The training layers of a command line: the preset, --config, --set and the shorthands."""
     layers = [preset_layer(args.preset)]
     if getattr(args, "config", None) is not None:
         layers.append(read_train_toml(args.config))
-    if sets is None:
-        origin, tree = parse_sets(args.set, SECTION, (SECTION,))
-        sets = origin, tree.get(SECTION, {})
-    layers.append(sets)
+    origin, tree = parse_sets(args.set, SECTION, (SECTION,))
+    layers.append((origin, tree.get(SECTION, {})))
     shorthands = {k: v for k in ("dataset", "device") if (v := getattr(args, k, None)) is not None}
     if shorthands:
         layers.append(("--" + "/--".join(shorthands), shorthands))

@@ -13,7 +13,6 @@ import hashlib
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
