@@ -86,6 +86,8 @@ def test_session_tokens_stay_out_of_the_gunicorn_access_log(tmp_path):
     port = free_port()
     env = {**os.environ, "STUDY_DATABASE_URL": f"sqlite:///{tmp_path / 'study.sqlite'}", "STUDY_SECRET_KEY": "k",
            "STUDY_ACCESS_LOG": str(log), "STUDY_WORKERS": "1", "STUDY_BIND": f"127.0.0.1:{port}"}
+    # /healthz answers 200 only when a write succeeds, so the database must exist first.
+    subprocess.run([str(VENV_BIN / "flask"), "--app", "study", "init-db"], env=env, check=True, capture_output=True)
     proc = subprocess.Popen([str(VENV_BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py"), "study:create_app()"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
