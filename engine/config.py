@@ -107,6 +107,7 @@ def make_config(preset: str = "demo", overrides: dict | None = None, toml_path: 
             raise ConfigError(f"cannot read config file {toml_path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {toml_path} is not valid TOML: {exc}") from None
+        fields.pop("slurm", None)  # where the jobs run, not how a model trains: engine/executor.py reads it
     fields.update(overrides or {})
     return validate(dataclasses.replace(PRESETS[preset], **{k: _coerce(k, v) for k, v in fields.items()}))
 

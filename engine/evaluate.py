@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from engine import checkpoints
+from engine import checkpoints, executor
 from engine.attacks import fgsm, pgd, tgsm
 from engine.config import CONDITIONS, ConfigError, add_config_args, check_condition, config_from_args
 from engine.data import Dataset, load_dataset
@@ -196,12 +196,12 @@ def test_images(dataset: Dataset, limit: int = 0) -> tuple[torch.Tensor, torch.T
 
 def evaluate(conditions: list[str], cfg, dataset: Dataset, preset: str = "demo", seeds: list[int] = (0,), cache_dir: Path = CACHE_DIR,
              limit: int = 0, pgd_steps: int = 40, pgd_eps: list[float] = PGD_EPS, progress: bool = True,
-             jobs: int = 0) -> tuple[list[dict], list[dict]]:
+             jobs: int = 0, cluster: executor.SlurmExecutor | None = None) -> tuple[list[dict], list[dict]]:
     """Train or reuse each condition's model per seed and score the grid; returns (rows, sidecars of the first seed)."""
     x, y = test_images(dataset, limit)
     per_seed, metas = [], []
     for seed in seeds:
-        loaded = load_zoo(conditions, cfg, preset, seed, cache_dir, dataset, progress, jobs)
+        loaded = load_zoo(conditions, cfg, preset, seed, cache_dir, dataset, progress, jobs, cluster)
         metas = metas or [meta for _, meta in loaded.values()]
         per_seed.append(robustness_counts({c: m for c, (m, _) in loaded.items()}, x, y, seed, pgd_steps, pgd_eps, progress))
     return aggregate(per_seed, len(y)), metas
@@ -228,7 +228,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         conditions = [check_condition(c.strip()) for c in args.conditions.split(",")]
         rows, metas = evaluate(conditions, cfg, dataset, args.preset, range(args.seed, args.seed + args.seeds), args.cache,
-                               args.limit, args.pgd_steps, args.pgd_eps, jobs=args.jobs)
+                               args.limit, args.pgd_steps, args.pgd_eps, jobs=args.jobs,
+                               cluster=executor.from_args(args))
     write_report(rows, metas, args.out)
     print((args.out / "summary.md").read_text().split("## Fidelity checks")[1].strip())
     print(f"wrote {args.out}/robustness.csv, summary.md and one robustness-<source>.png per source model")
@@ -248,4 +249,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=CACHE_DIR, help=f"checkpoint directory (default {CACHE_DIR})")
     p.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output directory (default runs/evaluate)")
     add_jobs_arg(p)
+    executor.add_executor_args(p)
     p.set_defaults(func=cmd_evaluate)

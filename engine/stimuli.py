@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import contracts
-from engine import __version__, attacks, checkpoints, zoo
+from engine import __version__, attacks, checkpoints, executor, zoo
 from engine.config import CONDITIONS, ConfigError, make_config
 from engine.data import Dataset, load_dataset
 
@@ -388,7 +388,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         models = {meta["condition"]: (loaded[meta["condition"]], meta) for meta in metas}
     wanted = [c for c in design.conditions if c not in models]
     models |= zoo.load_zoo(wanted, make_config(args.preset), args.preset, args.seed, args.cache_dir, dataset,
-                           progress=not args.quiet, jobs=args.jobs)
+                           progress=not args.quiet, jobs=args.jobs, cluster=executor.from_args(args))
     for condition, (_, meta) in models.items():
         if meta.get("dataset_sha256") != dataset.sha256:
             raise ConfigError(f"the {condition} model was trained on another data set than {dataset.name}")
@@ -488,6 +488,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     zoo.add_jobs_arg(p)
+    executor.add_executor_args(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("verify", help="re-hash a stimulus set and re-run its models on it",

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from engine import executor
 from engine.attacks import fgsm
 from engine.config import Config, ConfigError, add_config_args, config_from_args
 from engine.data import Dataset, load_dataset
@@ -36,18 +37,22 @@ def parse_grid(spec: str) -> list[float]:
 
 
 def sweep(condition: str, lambdas: list[float], cfg: Config, dataset: Dataset, preset: str = "demo", seed: int = 0,
-          eps: float = 0.3, max_drop: float = 0.02, cache_dir: Path = CACHE_DIR, progress: bool = True) -> tuple[list[dict], dict]:
-    """One row per λ (validation clean and transfer-FGSM accuracy) and the chosen row."""
+          eps: float = 0.3, max_drop: float = 0.02, cache_dir: Path = CACHE_DIR, progress: bool = True,
+          cluster: executor.SlurmExecutor | None = None) -> tuple[list[dict], dict]:
+    """One row per λ (validation clean and transfer-FGSM accuracy) and the chosen row; with `cluster`, the
+    missing models are trained first as one job array."""
     if condition not in LAMBDA_FIELD:
         raise ConfigError(f"sweep tunes {' or '.join(LAMBDA_FIELD)}, not {condition!r}")
+    grid = [dataclasses.replace(cfg, **{LAMBDA_FIELD[condition]: lam}) for lam in lambdas]
+    if cluster is not None:
+        cluster.train([("normal", cfg), *((condition, c) for c in grid)], preset, seed, cache_dir, dataset, progress)
     val = dataset.val
     normal, _ = train_or_load_config("normal", cfg, preset, seed, cache_dir, dataset, progress)
     x_adv = fgsm(normal, val.x, val.y, eps)
     floor = accuracy(normal, val.x, val.y) - max_drop
     rows = []
-    for lam in tqdm(lambdas, desc=f"sweep {condition}", unit="λ", disable=not progress):
-        model, meta = train_or_load_config(condition, dataclasses.replace(cfg, **{LAMBDA_FIELD[condition]: lam}),
-                                           preset, seed, cache_dir, dataset, progress)
+    for lam, lam_cfg in tqdm(list(zip(lambdas, grid)), desc=f"sweep {condition}", unit="λ", disable=not progress):
+        model, meta = train_or_load_config(condition, lam_cfg, preset, seed, cache_dir, dataset, progress)
         clean = accuracy(model, val.x, val.y)
         rows.append({"lambda": lam, "val_clean": clean, f"val_fgsm_transfer_eps{eps}": accuracy(model, x_adv, val.y),
                      "eligible": clean >= floor, "train_seconds": meta.get("train_seconds")})
@@ -61,7 +66,7 @@ def sweep(condition: str, lambdas: list[float], cfg: Config, dataset: Dataset, p
 def cmd_sweep(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     rows, chosen = sweep(args.condition, parse_grid(args.grid), cfg, load_dataset(cfg.dataset), args.preset, args.seed,
-                         args.eps, args.max_drop, args.cache)
+                         args.eps, args.max_drop, args.cache, cluster=executor.from_args(args))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / f"sweep-{args.condition}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -85,4 +90,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--cache", type=Path, default=CACHE_DIR, help=f"checkpoint directory (default {CACHE_DIR})")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="where the table and choice go (default runs/sweep)")
+    executor.add_executor_args(p)
     p.set_defaults(func=cmd_sweep)
