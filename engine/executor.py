@@ -184,6 +184,8 @@ class SlurmExecutor:
                     active, todo = active + todo, []
                 time.sleep(self.options.poll_s)
                 states = self._states([t.job.job_id for t in active])
+                if states is None:
+                    continue
                 still = []
                 for t in active:
                     state = states.get(t.job.job_id)  # None: squeue has forgotten it; the cache decides
@@ -217,11 +219,14 @@ class SlurmExecutor:
             t.job, t.attempts = job, t.attempts + 1
 
     @staticmethod
-    def _states(job_ids: list[str]) -> dict[str, str]:
-        """Task id -> SLURM state for the tasks squeue still knows (finished ones stay for MinJobAge)."""
+    def _states(job_ids: list[str]) -> dict[str, str] | None:
+        """Task id -> SLURM state for the tasks squeue still knows (finished ones stay for MinJobAge);
+        None when squeue could not answer (the controller busy or restarting): nothing is judged then."""
         arrays = sorted({j.split("_")[0] for j in job_ids})
         out = subprocess.run(["squeue", "--array", "--states=all", "--noheader", "--format=%i|%T", "--jobs", ",".join(arrays)],
                              capture_output=True, text=True)
+        if out.returncode != 0 and "Invalid job id" not in out.stderr:  # that one only means: all forgotten
+            return None
         states = {}
         for line in out.stdout.splitlines():
             task, _, state = line.strip().partition("|")
