@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, stop_group
 
 SBIN = Path("/usr/sbin")
 
@@ -124,12 +124,7 @@ def slurm_cluster() -> Iterator[Path]:
             os.environ["SLURM_CONF"] = old_conf
         subprocess.run(["scancel", "--full", "--user=root"], env=env, capture_output=True)
         for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_group(p)
         pid_file = munge / "munged.pid"
         if pid_file.is_file():
             subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)

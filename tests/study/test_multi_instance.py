@@ -17,7 +17,7 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from conftest import REPO, VENV_BIN, free_port, wait_for_http
+from conftest import REPO, VENV_BIN, free_port, stop_group, wait_for_http
 from study.driver import Participant
 from studyhelp import app_with_study, stimset  # noqa: F401  (fixture)
 
@@ -52,13 +52,7 @@ def stopping(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=15)
 
 
 def answer_count(dsn: str) -> int:
