@@ -100,6 +100,11 @@ def test_a_second_run_submits_nothing(on_slurm):
     code, err = slurm_sweep(root)
     assert code == 0, err[-2000:]
     assert "slurm:" not in err
+    # `engine train` goes through the same cache: its normal model is there already.
+    with contextlib.redirect_stderr(io.StringIO()) as train_err:
+        assert cli.main(["train", "--condition", "normal", *TINY, "--executor", "slurm", "--slurm-logs", str(root / "logs"),
+                         "--out", str(root / "cache")]) == 0
+    assert "slurm:" not in train_err.getvalue()
     assert sorted(p.name for p in (root / "logs").iterdir()) == jobs_before
     assert table(root / "out") == rows
 
