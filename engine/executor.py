@@ -3,7 +3,8 @@
 `--executor local` (the default) keeps training in this machine's processes (`--jobs`);
 `--executor slurm` submits one job array per call (a grid of λ, a set of conditions), each task
 training one model with the same code and seed as a local run, so the checkpoints are the same
-bytes. The cache is the record of what is done: a task counts as done when its checkpoint's
+bytes as a local run on as many torch threads as `--slurm-cpus` (the default 1 is what local
+`--jobs` processes use). The cache is the record of what is done: a task counts as done when its checkpoint's
 sidecar exists, a re-run submits only what is still missing, and a task that ends without its
 checkpoint (failed, cancelled, pre-empted, timed out) is reported with its log and resubmitted
 up to `retries` times.
