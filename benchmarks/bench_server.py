@@ -115,12 +115,13 @@ async def _client(host: str, port: int, requests: list[tuple[str, bytes]], stats
         writer.close()
 
 
-def _load(host: str, port: int, plans: list[list[tuple[str, bytes]]], out: multiprocessing.Queue) -> None:
+def _load(servers: list[tuple[str, int]], plans: list[list[tuple[str, bytes]]], out: multiprocessing.Queue) -> None:
+    """Client k talks to servers[k % len(servers)] (several instances: the clients spread evenly)."""
     stats: dict[str, Any] = {"latencies": [], "errors": [], "reconnects": 0}
 
     async def main() -> float:
         start = time.perf_counter()
-        await asyncio.gather(*(_client(host, port, plan, stats) for plan in plans))
+        await asyncio.gather(*(_client(*servers[k % len(servers)], plan, stats) for k, plan in enumerate(plans)))
         return time.perf_counter() - start
 
     try:
@@ -131,11 +132,11 @@ def _load(host: str, port: int, plans: list[list[tuple[str, bytes]]], out: multi
              "error_count": len(stats["errors"]), "reconnects": stats["reconnects"]})
 
 
-def run_load(base: str, plans: list[list[tuple[str, bytes]]]) -> dict[str, Any]:
-    host, port = base.removeprefix("http://").split(":")
+def run_load(bases: list[str], plans: list[list[tuple[str, bytes]]]) -> dict[str, Any]:
+    servers = [(host, int(port)) for host, port in (base.removeprefix("http://").split(":") for base in bases)]
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    proc = ctx.Process(target=_load, args=(host, int(port), plans, out))
+    proc = ctx.Process(target=_load, args=(servers, plans, out))
     proc.start()
     result = out.get(timeout=900)
     proc.join()
@@ -237,7 +238,8 @@ def throwaway_postgres() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def served(database_url: str, workdir: Path) -> Iterator[str]:
+def served(database_url: str, workdir: Path, instances: int = 1) -> Iterator[list[str]]:
+    """The benchmark study in a fresh database, served by `instances` gunicorn servers; their base URLs."""
     from study.synthetic import write_stimulus_set
 
     env = {**os.environ, "STUDY_DATABASE_URL": database_url, "STUDY_SECRET_KEY": "bench"}
@@ -251,30 +253,34 @@ def served(database_url: str, workdir: Path) -> Iterator[str]:
         '[texts]\nconsent = "c"\ninstructions = "i"\ndebrief = "d"\n[completion]\ncode = "OK"\ndeclined_code = "NO"\n')
     for args in (["init-db"], ["create-study", str(config), "--stimuli", str(stimuli)]):
         subprocess.run([str(BIN / "flask"), "--app", "study", *args], env=env, check=True, capture_output=True)
-    port = _free_port()
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}",
-                             "benchmarks.bench_server:bench_app()"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ports = [_free_port() for _ in range(instances)]
+    procs = [subprocess.Popen([str(BIN / "gunicorn"), "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}",
+                               "benchmarks.bench_server:bench_app()"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             for port in ports]
     try:
-        _wait(f"http://127.0.0.1:{port}/healthz")
-        yield f"http://127.0.0.1:{port}"
+        for port in ports:
+            _wait(f"http://127.0.0.1:{port}/healthz", timeout=120)  # workers boot slowly on a loaded machine
+        yield [f"http://127.0.0.1:{port}" for port in ports]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def measure(database_url: str, rounds: int) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Alternate bare and real runs on one server; pool each endpoint's rounds. Then CPU per answer."""
     results: dict[str, list[dict[str, Any]]] = {"bare": [], "real": []}
-    with tempfile.TemporaryDirectory() as tmp, served(database_url, Path(tmp)) as base:
+    with tempfile.TemporaryDirectory() as tmp, served(database_url, Path(tmp)) as bases:
         for round_ in range(rounds):
-            real = real_plans(base)
+            real = real_plans(bases[0])
             for name, plans in (("bare", bare_plans(real)), ("real", real)):
-                results[name].append(run_load(base, plans))
+                results[name].append(run_load(bases, plans))
                 one = summarise(results[name][-1:])
                 print(f"   {name:4} round {round_ + 1}: {one['rate']:7.0f} answers/s  p50 {one['p50']:6.1f} ms  "
                       f"p99 {one['p99']:6.1f} ms  errors {one['errors']} {one['examples'][:2]}  "
@@ -282,6 +288,48 @@ def measure(database_url: str, rounds: int) -> tuple[dict[str, dict[str, Any]], 
     cpu = cpu_per_answer(database_url)
     print(f"   CPU per answer: real {cpu['real']:.0f} µs, bare {cpu['bare']:.0f} µs", flush=True)
     return {name: summarise(rounds_) for name, rounds_ in results.items()}, cpu
+
+
+def measure_instances(database_url: str, rounds: int) -> dict[int, dict[str, Any]]:
+    """Two instances up; rounds alternate between all clients on the first and clients spread over both."""
+    results: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp, served(database_url, Path(tmp), instances=2) as bases:
+        for round_ in range(rounds):
+            for n in results:
+                results[n].append(run_load(bases[:n], real_plans(bases[0])))
+                one = summarise(results[n][-1:])
+                print(f"   {n} instance(s) round {round_ + 1}: {one['rate']:7.0f} answers/s  p99 {one['p99']:6.1f} ms  "
+                      f"errors {one['errors']}", flush=True)
+    return {n: summarise(rounds_) for n, rounds_ in results.items()}
+
+
+def run_instances(tier: str) -> None:
+    """The multi-instance deployment (deploy/README.md) on the same cores as one instance."""
+    rounds = TIERS[tier]["rounds"]
+    load_before = os.getloadavg()[0]
+    with throwaway_postgres() as url:
+        print("== PostgreSQL, one vs two instances", flush=True)
+        pooled = measure_instances(url, rounds)
+    one, two = pooled[1], pooled[2]
+    entries = [
+        Entry(f"PostgreSQL, two instances: answers/s, {CLIENTS} concurrent participants", f"{two['rate']:.0f}",
+              f"one instance {one['rate']:.0f}/s", f"{two['rate'] / one['rate']:.2f}×", "report"),
+        Entry("PostgreSQL, two instances: answer latency p50 / p99", f"{two['p50']:.0f} / {two['p99']:.0f} ms",
+              f"one instance {one['p50']:.0f} / {one['p99']:.0f} ms", f"{two['p99'] / one['p99']:.2f}× (p99)", "report"),
+        Entry("PostgreSQL, two instances: failed answer posts", f"{two['errors']} of {two['n']}",
+              f"one instance {one['errors']} of {one['n']}", "—", "0"),
+    ]
+    write_section("Study server: one vs two instances on PostgreSQL", entries,
+                  command=f"python -m benchmarks --only server --tier {tier}",
+                  notes=f"Two gunicorn instances with deploy/gunicorn.conf.py ({os.cpu_count() * 2 + 1} workers × 4 threads "
+                        f"each) on one throwaway PostgreSQL, all on the same {os.cpu_count()} cores as the load generator. "
+                        f"Rounds alternate: all {CLIENTS} clients on the first instance (the second idles), then the clients "
+                        f"spread evenly over both (each client keeps to one instance, as nginx's keep-alive connections "
+                        f"would); {rounds} rounds each, pooled. A second instance on the same cores adds processes, not "
+                        f"CPU: the ratio says what running N instances on one host costs or gains, not what a second "
+                        f"machine would add; and when other jobs load the machine (a load average above its cores), "
+                        f"more processes win a larger share of it, which alone raises the two-instance rate. Load "
+                        f"average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}.")
 
 
 def run(tier: str) -> None:
@@ -332,3 +380,5 @@ def run(tier: str) -> None:
                  "instead of BEGIN, INSERT, COMMIT): 1.03×.")
     write_section("Study server: answers under load", entries, command=f"python -m benchmarks --only server --tier {tier}",
                   notes="\n\n".join(notes))
+    if list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        run_instances(tier)

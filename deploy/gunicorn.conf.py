@@ -42,3 +42,10 @@ class TokenlessLogger(Logger):
 
 logger_class = TokenlessLogger
 forwarded_allow_ips = os.environ.get("STUDY_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn's control socket (for gunicornc) defaults to one path per user, $HOME/.gunicorn/gunicorn.ctl: a
+# second instance on the host unlinks the first's socket and binds its own, so gunicornc reaches the wrong
+# server, and whichever stops first deletes the other's. Off unless STUDY_CONTROL_SOCKET names a path of
+# this instance's own (systemd's signals do everything the deployment needs).
+control_socket_disable = not os.environ.get("STUDY_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["STUDY_CONTROL_SOCKET"]

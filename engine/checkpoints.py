@@ -5,6 +5,7 @@ architecture the sidecar (or the caller) names.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -42,7 +43,11 @@ def save(model: nn.Module, meta: dict, path: Path) -> dict:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    # Through memory: torch.save names the zip's root folder after a file it writes to (here the
+    # temp name, with its pid), so the same weights would hash differently from run to run.
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    tmp.write_bytes(buffer.getvalue())
     meta = {**meta, "checkpoint_sha256": sha256_file(tmp)}
     os.replace(tmp, path)
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -109,7 +109,8 @@ def with_overrides(cfg: TrainBase, overrides: dict[str, Any]) -> TrainBase:
 
 def read_train_toml(path: str | Path) -> Layer:
     """A training TOML file: its keys flat, or under a [train] table."""
-    origin, tree = read_toml(path, SECTION, (SECTION,))
+    # [slurm] says where jobs run, not how a model trains (engine/executor.py reads it).
+    origin, tree = read_toml(path, SECTION, (SECTION, "slurm"))
     return origin, tree.get(SECTION, {})
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from engine import checkpoints, regimes
+from engine import checkpoints, executor, regimes
 from engine.attacks import fgsm, pgd, tgsm
 from engine.config import ConfigError, add_config_args, check_condition, config_from_args
 from engine.data import Dataset, load_dataset
@@ -176,12 +176,12 @@ def test_images(dataset: Dataset, limit: int = 0) -> tuple[torch.Tensor, torch.T
 
 def evaluate(conditions: list[str], cfg, dataset: Dataset, preset: str = "demo", seeds: list[int] = (0,), cache_dir: Path = CACHE_DIR,
              limit: int = 0, pgd_steps: int = 40, pgd_eps: list[float] = PGD_EPS, progress: bool = True,
-             jobs: int = 0, ensemble: bool = False) -> tuple[list[dict], list[dict]]:
+             jobs: int = 0, ensemble: bool = False, cluster: executor.SlurmExecutor | None = None) -> tuple[list[dict], list[dict]]:
     """Train or reuse each condition's model per seed and score the grid; returns (rows, sidecars of the first seed)."""
     x, y = test_images(dataset, limit)
     per_seed, metas = [], []
     for seed in seeds:
-        loaded = load_zoo(conditions, cfg, preset, seed, cache_dir, dataset, progress, jobs)
+        loaded = load_zoo(conditions, cfg, preset, seed, cache_dir, dataset, progress, jobs, cluster)
         metas = metas or [meta for _, meta in loaded.values()]
         per_seed.append(white_box_and_ensemble_counts({c: m for c, (m, _) in loaded.items()}, x, y, seed, pgd_steps, pgd_eps,
                                                       ensemble, progress))
@@ -209,7 +209,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         conditions = list(regimes.names()) if args.conditions == "all" else [check_condition(c.strip()) for c in args.conditions.split(",")]
         rows, metas = evaluate(conditions, cfg, dataset, args.preset, range(args.seed, args.seed + args.seeds), args.models_dir,
-                               args.limit, args.pgd_steps, args.pgd_eps, jobs=args.jobs, ensemble=args.ensemble)
+                               args.limit, args.pgd_steps, args.pgd_eps, jobs=args.jobs, ensemble=args.ensemble,
+                               cluster=executor.from_args(args))
     write_report(rows, metas, args.out)
     summary = (args.out / "summary.md").read_text()
     print(summary.split("\n## ")[1].strip())  # the models and their clean accuracy
@@ -235,4 +236,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_models_dir_arg(p, "--cache")
     p.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output directory (default runs/evaluate)")
     add_jobs_arg(p)
+    executor.add_executor_args(p)
     p.set_defaults(func=cmd_evaluate)

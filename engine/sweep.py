@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from engine import regimes
+from engine import executor, regimes
 from engine.attacks import fgsm
 from engine.config import ConfigError, TrainConfig, add_config_args, config_from_args, with_overrides
 from engine.data import Dataset, load_dataset
@@ -39,19 +39,23 @@ def parse_grid(spec: str) -> list[float]:
 
 
 def sweep(condition: str, lambdas: list[float], cfg: TrainConfig, dataset: Dataset, preset: str = "demo", seed: int = 0,
-          eps: float = 0.3, max_drop: float = 0.02, cache_dir: Path = CACHE_DIR, progress: bool = True) -> tuple[list[dict], dict]:
-    """One row per λ (validation clean and transfer-FGSM accuracy) and the chosen row."""
+          eps: float = 0.3, max_drop: float = 0.02, cache_dir: Path = CACHE_DIR, progress: bool = True,
+          cluster: executor.SlurmExecutor | None = None) -> tuple[list[dict], dict]:
+    """One row per λ (validation clean and transfer-FGSM accuracy) and the chosen row; with `cluster`, the
+    missing models are trained first as one job array."""
     fields = tunable()
     if condition not in fields:
         raise ConfigError(f"sweep tunes {', '.join(fields)}, not {condition!r}")
+    grid = [with_overrides(cfg, {fields[condition]: lam}) for lam in lambdas]
+    if cluster is not None:
+        cluster.train([("normal", cfg), *((condition, c) for c in grid)], preset, seed, cache_dir, dataset, progress)
     val = dataset.val
     normal, _ = train_or_load_config("normal", cfg, preset, seed, cache_dir, dataset, progress)
     x_adv = fgsm(normal, val.x, val.y, eps)
     floor = accuracy(normal, val.x, val.y) - max_drop
     rows = []
-    for lam in tqdm(lambdas, desc=f"sweep {condition}", unit="λ", disable=not progress):
-        model, meta = train_or_load_config(condition, with_overrides(cfg, {fields[condition]: lam}),
-                                           preset, seed, cache_dir, dataset, progress)
+    for lam, lam_cfg in tqdm(list(zip(lambdas, grid)), desc=f"sweep {condition}", unit="λ", disable=not progress):
+        model, meta = train_or_load_config(condition, lam_cfg, preset, seed, cache_dir, dataset, progress)
         clean = accuracy(model, val.x, val.y)
         rows.append({"lambda": lam, "val_clean": clean, f"val_fgsm_transfer_eps{eps}": accuracy(model, x_adv, val.y),
                      "eligible": clean >= floor, "train_seconds": meta.get("train_seconds")})
@@ -65,7 +69,7 @@ def sweep(condition: str, lambdas: list[float], cfg: TrainConfig, dataset: Datas
 def cmd_sweep(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     rows, chosen = sweep(args.condition, parse_grid(args.grid), cfg, load_dataset(cfg.dataset), args.preset, args.seed,
-                         args.eps, args.max_drop, args.models_dir)
+                         args.eps, args.max_drop, args.models_dir, cluster=executor.from_args(args))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / f"sweep-{args.condition}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -89,4 +93,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     add_models_dir_arg(p, "--cache")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="where the table and choice go (default runs/sweep)")
+    executor.add_executor_args(p)
     p.set_defaults(func=cmd_sweep)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from engine import checkpoints, regimes
+from engine import checkpoints, executor, regimes
 from engine.config import TrainConfig, add_config_args, build, check_condition, config_from_args, make_config
 from engine.data import Dataset, load_dataset
 from engine.models import MODEL_REVISION, accuracy
@@ -98,14 +98,17 @@ def _train_to_cache(regime: regimes.Regime, settings: dict, preset: str, seed: i
 
 
 def load_zoo(conditions: list[str], cfg: TrainConfig, preset: str = "demo", seed: int = 0, cache_dir: Path = CACHE_DIR,
-             dataset: Dataset | None = None, progress: bool = True, jobs: int = 0) -> dict[str, tuple[nn.Module, dict]]:
-    """Every condition's (model, sidecar): the uncached ones trained in `jobs` processes at once
-    (0: one per CPU core; 1: here, one after the other), then all loaded from the cache."""
+             dataset: Dataset | None = None, progress: bool = True, jobs: int = 0,
+             cluster: executor.SlurmExecutor | None = None) -> dict[str, tuple[nn.Module, dict]]:
+    """Every condition's (model, sidecar): the uncached ones trained as a `cluster` job array, or else in
+    `jobs` processes at once (0: one per CPU core; 1: here, one after the other), then all loaded from the cache."""
     dataset = dataset or load_dataset(cfg.dataset)
     missing = [c for c in map(check_condition, conditions)
                if not checkpoints.sidecar_path(checkpoint_path(c, cfg, preset, seed, cache_dir, dataset)).is_file()]
     jobs = min(jobs or len(os.sched_getaffinity(0)), len(missing))
-    if jobs > 1 and resolve_device(cfg.device).type == "cpu":
+    if cluster is not None:
+        cluster.train([(c, cfg) for c in missing], preset, seed, cache_dir, dataset, progress)
+    elif jobs > 1 and resolve_device(cfg.device).type == "cpu":
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             pending = [pool.submit(_train_to_cache, regimes.get(c), cfg.model_dump(by_alias=True), preset, seed, cache_dir, dataset) for c in missing]
             for done in tqdm(as_completed(pending), total=len(pending), desc=f"training {len(missing)} models, {jobs} at a time",
@@ -131,7 +134,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     dataset = load_dataset(cfg.dataset)
     wanted = list(regimes.names()) if args.condition == "all" else [check_condition(args.condition)]
-    for condition, (_model, meta) in load_zoo(wanted, cfg, args.preset, args.seed, args.models_dir, dataset, jobs=args.jobs).items():
+    for condition, (_model, meta) in load_zoo(wanted, cfg, args.preset, args.seed, args.models_dir, dataset, jobs=args.jobs,
+                                              cluster=executor.from_args(args)).items():
         print(f"{meta['id']}: clean test accuracy {meta['clean_accuracy']:.3f}, trained in {meta['train_seconds']} s "
               f"-> {checkpoint_path(condition, cfg, args.preset, args.seed, args.models_dir, dataset)}")
 
@@ -144,4 +148,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     add_models_dir_arg(p, "--out")
     add_jobs_arg(p)
+    executor.add_executor_args(p)
     p.set_defaults(func=cmd_train)

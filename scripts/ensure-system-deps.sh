@@ -7,6 +7,9 @@ missing=()
 # nginx -t checks the example site in deploy/ (the deployment test).
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# A single-node SLURM cluster (tests/slurmhelp.py) for the engine's `--executor slurm`.
+{ [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && command -v sbatch >/dev/null; } || missing+=(slurm-wlm)
+[ -x /usr/sbin/munged ] || missing+=(munge)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 # R with lme4 and ordinal: the analysis tests cross-check glmer / clmm against the Python models.
 Rscript -e 'suppressMessages({library(lme4); library(ordinal)})' >/dev/null 2>&1 || missing+=(r-cran-lme4 r-cran-ordinal)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +49,17 @@ def wait_for_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a process started with start_new_session=True and all its children; SIGKILL what outlives `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------

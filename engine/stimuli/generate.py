@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from contracts.settings import parse_sets, read_toml
-from engine import __version__, attacks, checkpoints, config, zoo
+from engine import __version__, attacks, checkpoints, config, executor, zoo
 from engine.config import ConfigError
 from engine.data import Dataset, load_dataset
 from engine.models import predict
@@ -220,7 +220,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
         loaded, metas = checkpoints.load_many(args.models, dataset)
         models = {meta["condition"]: (loaded[meta["condition"]], meta) for meta in metas}
     wanted = [c for c in design.conditions if c not in models]
-    models |= zoo.load_zoo(wanted, cfg, args.preset, args.seed, args.models_dir, dataset, progress=not args.quiet, jobs=args.jobs)
+    models |= zoo.load_zoo(wanted, cfg, args.preset, args.seed, args.models_dir, dataset, progress=not args.quiet, jobs=args.jobs,
+                           cluster=executor.from_args(args))
     for condition, (_, meta) in models.items():
         if meta.get("dataset_sha256") != dataset.sha256:
             raise ConfigError(f"the {condition} model was trained on another data set than {dataset.name}")
@@ -249,4 +250,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     zoo.add_jobs_arg(p)
+    executor.add_executor_args(p)
     p.set_defaults(func=cmd_generate)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,7 +19,7 @@ from study.db import db
 from study.studies import create_study
 from study.synthetic import write_stimulus_set
 
-from conftest import VENV_BIN, free_port, wait_for_http
+from conftest import VENV_BIN, free_port, stop_group, wait_for_http
 
 BASE_CONFIG: dict[str, Any] = {
     "id": "test-study", "title": "Digit study (test)", "target_participants": 12,
@@ -81,10 +80,4 @@ def study_server(database_url: str, config_path: Path | None, stimset: Path | No
         wait_for_http(base + "/healthz", proc=proc)
         yield base, proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
