@@ -13,10 +13,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from contracts import CONDITIONS, TASKS  # noqa: F401  (re-exported: the study's vocabulary is the contracts')
 from study.db import db, utcnow
-
-CONDITIONS = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform", "clean")
-TASKS = ("label", "rate")
 
 # Session states in the order a participant normally passes them, then the endings.
 ACTIVE_STATES = ("assigned", "instructed", "in_task")
