@@ -1,7 +1,8 @@
 """The analysis: what the analyst runs on the answers a study collected.
 
 `python analysis/report.py RESPONSES --out DIR` (or `python -m analysis.report`), where RESPONSES is
-an exported `responses.csv` or a database URL read through the `responses_long` view; both follow
+an exported `responses.csv`, a Psych-DS folder (`flask --app study export --format psych-ds`) or a
+database URL read through the `responses_long` view; all follow
 `contracts/response_row.v1.schema.json`. Options: `--config FILE.toml` ([exclusions] rules, see
 `analysis/config.example.toml`) and flags overriding them, `--covariate-l2`, `--sensitivity`
 (crossed-variance-component MixedLM), `--crosscheck-r` (lme4 glmer / ordinal clmm via Rscript),

@@ -80,6 +80,24 @@ def read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
+PSYCHDS_DESCRIPTION = "dataset_description.json"
+
+
+def read_psychds(folder: Path) -> pd.DataFrame:
+    """The answers of a Psych-DS dataset folder: every data/**/*_data.csv (data/raw is not data),
+    in row_id order, without the row_id. Messages name the file line as `file:line`."""
+    files = sorted(p for p in (folder / "data").rglob("*_data.csv") if "raw" not in p.relative_to(folder / "data").parts[:1])
+    if not files:
+        raise ContractError(f"Psych-DS folder {folder}", ["no data/…_data.csv files"])
+    parts = []
+    for path in files:
+        part = read_csv(path)
+        part.index = [f"{path.relative_to(folder)}:{line}" for line in part.index]
+        parts.append(part)
+    frame = pd.concat(parts)
+    return frame.sort_values("row_id", kind="stable").drop(columns="row_id") if "row_id" in frame else frame
+
+
 def validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     """The contract's checks, with its row labels said as what they are here (file lines or view rows)."""
     try:
@@ -120,9 +138,11 @@ def check_one_scale(responses: pd.DataFrame) -> None:
 
 
 def load_responses(source: str | Path, allow_missing_rt: bool = False) -> pd.DataFrame:
-    """Validated responses from a responses.csv path or a database URL (contract dtypes)."""
+    """Validated responses from a responses.csv path, a Psych-DS folder or a database URL (contract dtypes)."""
     if is_database_url(source):
         frame, where = read_view(str(source)), "view"
+    elif Path(source, PSYCHDS_DESCRIPTION).is_file():
+        frame, where = read_psychds(Path(source)), "file"
     else:
         path = Path(source)
         if not path.is_file():

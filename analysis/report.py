@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Significance tables, figures and an HTML report from a study's responses "
                     "(responses.csv export, or a database URL read through the responses_long view).",
     )
-    parser.add_argument("responses", help="responses.csv exported by `flask --app study export`, or a database URL "
+    parser.add_argument("responses", help="responses.csv exported by `flask --app study export`, a Psych-DS folder "
+                                          "(export --format psych-ds), or a database URL "
                                           "such as sqlite:///instance/study.sqlite or postgresql+psycopg://…")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output directory (default: ./report)")
     parser.add_argument("--config", type=Path, help="analysis config (TOML) with [exclusions] and [design] tables")

@@ -27,7 +27,7 @@ from study.driver import DEFAULT_RETRY_FOR
 from study.simulate import AnswerModel, simulate, study_stimuli, summary
 from study.auth import AccountError, create_admin, grant
 from study.backup import BackupError, backup, default_path
-from study.export import Selection, csv_chunks, export_all, left_out_counts, write_atomically
+from study.export import Selection, csv_chunks, export_all, export_psychds, left_out_counts, write_atomically
 from study.lifecycle import LifecycleError, close_study, find_study, open_study
 from study.payments import COLUMNS as PAYMENT_COLUMNS, payment_rows
 from study.privacy import delete_participant, purge_panel_ids
@@ -71,19 +71,30 @@ def create_study_command(config: Path, stimuli_dir: Path, owner: str | None) -> 
 @click.option("--include-withdrawn", is_flag=True, help="Keep sessions whose participant withdrew.")
 @click.option("--include-bots", is_flag=True, help="Keep simulated participants' sessions.")
 @click.option("--include-pilots", is_flag=True, help="Keep pilot sessions.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "psych-ds"]), default="csv", show_default=True,
+              help="csv: responses.csv, participants.csv, data_dictionary.csv; psych-ds: a Psych-DS dataset folder of the responses.")
 def export_command(out_dir: Path, study_slug: str | None, include_withdrawn: bool, include_bots: bool,
-                   include_pilots: bool) -> None:
-    """Write OUT/responses.csv (one row per answer), participants.csv and data_dictionary.csv."""
+                   include_pilots: bool, fmt: str) -> None:
+    """Write OUT/responses.csv (one row per answer), participants.csv and data_dictionary.csv,
+    or with --format psych-ds a Psych-DS folder (dataset_description.json, data/study-<id>_data.csv)."""
     if study_slug is not None and db.session.scalar(select(Study.id).where(Study.slug == study_slug)) is None:
         raise click.BadParameter(f"no study {study_slug!r} in this database", param_hint="--study")
     selection = Selection(study_slug, include_withdrawn, include_bots, include_pilots)
     left_out = left_out_counts(selection)
     try:
-        written = export_all(out_dir, selection)
+        if fmt == "psych-ds":
+            written = export_psychds(out_dir, selection)
+        else:
+            written = export_all(out_dir, selection)
     except OSError as exc:
         raise click.ClickException(f"cannot write to {out_dir}: {exc.strerror}") from None
-    click.echo(f"wrote {written['responses.csv']} answers and {written['participants.csv']} sessions to {out_dir} "
-               "(responses.csv, participants.csv, data_dictionary.csv)")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "psych-ds":
+        click.echo(f"wrote {sum(written.values())} answers in {len(written)} data file(s) and dataset_description.json to {out_dir}")
+    else:
+        click.echo(f"wrote {written['responses.csv']} answers and {written['participants.csv']} sessions to {out_dir} "
+                   "(responses.csv, participants.csv, data_dictionary.csv)")
     for reason, n in left_out.items():
         if n:
             click.echo(f"left out {n} answers of {reason.rstrip('s')} sessions (add --include-{reason} to keep them)")

@@ -19,7 +19,9 @@ import csv
 import datetime as dt
 import io
 import itertools
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -273,3 +275,55 @@ def export_all(out_dir: str | Path, selection: Selection) -> dict[str, int]:
     written = {name: write_atomically(out_dir / name, make(selection)) for name, make in EXPORTS.items()}
     written["data_dictionary.csv"] = write_atomically(out_dir / "data_dictionary.csv", dictionary_csv(selection))
     return written
+
+
+# --- Psych-DS ----------------------------------------------------------------------------------------
+# A Psych-DS 1.x dataset: dataset_description.json (schema.org Dataset whose variableMeasured lists
+# every column) and data/ with CSV files named by keyword-value pairs ending in _data.csv.
+
+PSYCHDS_CONTEXT = "http://schema.org/"
+ROW_ID = "row_id"
+
+
+def keyword_value(text: str) -> str:
+    """A Psych-DS keyword value: letters and digits only (_ and - separate keys and values)."""
+    return re.sub(r"[^a-zA-Z0-9]", "", text) or "unnamed"
+
+
+def psychds_description(name: str) -> dict[str, Any]:
+    props = load_schema(RESPONSE_SCHEMA)["properties"]
+    measured = [{"@type": "PropertyValue", "name": ROW_ID, "description": "Row number, unique in the dataset."}]
+    measured += [{"@type": "PropertyValue", "name": column, "description": spec["description"]} for column, spec in props.items()]
+    return {"@context": PSYCHDS_CONTEXT, "@type": "Dataset", "name": name,
+            "description": "Answers of a human-subject study on adversarial images, one row per answer "
+                           f"(columns as in {RESPONSE_SCHEMA}, plus a unique {ROW_ID}).",
+            "schemaVersion": "Psych-DS 1.x", "variableMeasured": measured}
+
+
+def write_psychds(out_dir: Path, studies: dict[str, Iterable[tuple]]) -> dict[str, int]:
+    """Write a Psych-DS folder from each study's response rows (view columns, contract order):
+    one data/study-<id>_data.csv per study with a dataset-wide row_id; rows written per file."""
+    names = {slug: keyword_value(slug) for slug in studies}
+    if len(set(names.values())) < len(names):
+        raise ValueError("two study ids differ only in - or _; export them one at a time with --study")
+    header = [ROW_ID, *load_schema(RESPONSE_SCHEMA)["properties"]]
+    written, first = {}, 1
+    for slug, rows in studies.items():
+        numbered = ((i, *row) for i, row in enumerate(rows, first))
+        file = f"data/study-{names[slug]}_data.csv"
+        written[file] = write_atomically(out_dir / file, csv_chunks(header, numbered, convert=False))
+        first += written[file]
+    description = json.dumps(psychds_description(f"Responses of {', '.join(studies) or 'no study'}"), indent=1, ensure_ascii=False)
+    write_atomically(out_dir / "dataset_description.json", [description + "\n"])
+    return written
+
+
+def export_psychds(out_dir: str | Path, selection: Selection) -> dict[str, int]:
+    """The responses of the selected studies as a Psych-DS folder (see write_psychds)."""
+    slugs = [selection.study] if selection.study is not None else list(db.session.scalars(select(Study.slug).order_by(Study.slug)))
+
+    def rows(slug: str) -> Iterator[tuple]:
+        query = responses_select(Selection(slug, selection.withdrawn, selection.bots, selection.pilots))
+        return driver_rows(query.with_only_columns(*(_csv_ready(c) for c in view_table().columns)))
+
+    return write_psychds(Path(out_dir), {slug: rows(slug) for slug in slugs})
