@@ -12,9 +12,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.inference import ordered_conditions  # noqa: E402
+from contracts import CLEAN, CONDITIONS  # noqa: E402
 
-PALETTE = {"normal": "#4c72b0", "adversarial": "#dd8452", "distilled": "#55a868", "gradreg": "#c44e52",
-           "gradreg-uniform": "#8172b3", "clean": "#7f7f7f"}
+# One colour per condition of the shared vocabulary, in its order (clean last, in grey).
+PALETTE = {c: "#7f7f7f" if c == CLEAN else plt.get_cmap("tab10")(i) for i, c in enumerate(CONDITIONS)}
 
 
 def save(fig: plt.Figure, out: Path, name: str) -> list[Path]:

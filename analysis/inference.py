@@ -23,8 +23,9 @@ from statsmodels.miscmodels.ordinal_model import OrderedModel
 from statsmodels.stats.multitest import multipletests
 from statsmodels.tools.numdiff import approx_fprime
 
-# Canonical order (tables list conditions in it); its first present condition, `normal`, is every model's reference.
-CONDITION_ORDER = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform", "clean")
+# The shared vocabulary's order is the tables' order; its first present condition, `normal`, is every model's reference.
+from contracts import CONDITIONS
+
 MIN_UNITS = 20  # fewer clusters than this per dimension: CGM standard errors run small
 
 
@@ -122,7 +123,7 @@ def condition_column(condition: str) -> str:
 
 def ordered_conditions(values: pd.Series) -> list[str]:
     present = set(values)
-    return [c for c in CONDITION_ORDER if c in present]
+    return [c for c in CONDITIONS if c in present]
 
 
 def analysed_data(answers: pd.DataFrame, outcome: str) -> tuple[pd.DataFrame, list[str]]:
