@@ -1,6 +1,6 @@
 """Faults a running study meets, thrown at the real server while the project's bots take part.
 
-Each fault gets a fresh SQLite study served by gunicorn (deploy/gunicorn.conf.py, 2 workers; the
+Each fault gets a fresh SQLite study (PostgreSQL for its restart) served by gunicorn (deploy/gunicorn.conf.py, 2 workers; the
 stalled-client fault goes through the demo's nginx front, scripts/demo.py) and a run of
 `study.simulate` bots (or, for leases, real-panel participants driven by study.driver). Printed
 and recorded per fault: acknowledged answers lost (an answer a client saw acknowledged that the
@@ -8,7 +8,8 @@ database lacks or holds differently), duplicates (two rows for one session's tri
 finished, sessions stranded (left active at the end), and over-filled slots (real completions
 beyond the target).
 
-`python -m benchmarks --only faults` (the disk-full fault mounts a tmpfs and runs only as root).
+`python -m benchmarks --only faults` (the disk-full fault mounts a tmpfs and runs only as root; the
+PostgreSQL restart needs Debian's postgresql, as the tests do).
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from sqlalchemy import create_engine, text
+
+from benchmarks.bench_server import throwaway_postgres
 from benchmarks.results import Entry, write_section
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,10 +66,10 @@ def _demo():
     return module
 
 
-def make_study(workdir: Path, db_path: Path, target: int = 1000, lease_minutes: float = 30) -> dict[str, str]:
+def make_study(workdir: Path, url: str, target: int = 1000, lease_minutes: float = 30) -> dict[str, str]:
     from study.synthetic import write_stimulus_set
 
-    env = {**os.environ, "STUDY_DATABASE_URL": f"sqlite:///{db_path}", "STUDY_SECRET_KEY": SECRET}
+    env = {**os.environ, "STUDY_DATABASE_URL": url, "STUDY_SECRET_KEY": SECRET}
     config = workdir / "faults.toml"
     config.write_text(CONFIG.format(target=target, lease=lease_minutes))
     stimuli = workdir / "stimuli"
@@ -106,33 +110,40 @@ def run_bots(base: str, bots: int, during: Callable[[], None]) -> list:
     return results
 
 
-def completed_sessions(db_path: Path) -> int:
-    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as conn:
-        return conn.execute("SELECT count(*) FROM participant_session WHERE state = 'completed'").fetchone()[0]
+def completed_sessions(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM participant_session WHERE state = 'completed'")).scalar()
+    finally:
+        engine.dispose()
 
 
-def wait_for_completions(db_path: Path, n: int, timeout: float = 60) -> None:
+def wait_for_completions(url: str, n: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while completed_sessions(db_path) < n and time.monotonic() < deadline:
+    while completed_sessions(url) < n and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def judge(db_path: Path, acked: dict[tuple[str, int], tuple[str, object]], seconds: float) -> Outcome:
+def judge(url: str, acked: dict[tuple[str, int], tuple[str, object]], seconds: float) -> Outcome:
     """Compare what clients saw acknowledged with what the database holds. `acked` maps
     (session, trial index) to ("value", response) or ("client_id", id)."""
-    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as conn:
-        rows = conn.execute("SELECT ps.public_id, a.trial_index, a.client_id, coalesce(a.response_label, a.response_rating) "
-                            "FROM answer a JOIN participant_session ps ON ps.id = a.session_id").fetchall()
-        duplicates = conn.execute("SELECT count(*) FROM (SELECT session_id, trial_index FROM answer "
-                                  "GROUP BY session_id, trial_index HAVING count(*) > 1)").fetchone()[0]
-        finished, stranded = conn.execute(
-            "SELECT sum(state = 'completed'), sum(state IN ('assigned', 'instructed', 'in_task')) FROM participant_session").fetchone()
-        real_completed, target = conn.execute(
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT ps.public_id, a.trial_index, a.client_id, "
+                                 "coalesce(a.response_label, a.response_rating) "
+                                 "FROM answer a JOIN participant_session ps ON ps.id = a.session_id")).all()
+        duplicates = conn.execute(text("SELECT count(*) FROM (SELECT session_id, trial_index FROM answer "
+                                       "GROUP BY session_id, trial_index HAVING count(*) > 1) d")).scalar()
+        states = dict(conn.execute(text("SELECT state, count(*) FROM participant_session GROUP BY state")).all())
+        real_completed, target = conn.execute(text(
             "SELECT (SELECT count(*) FROM participant_session WHERE state = 'completed' AND NOT is_bot AND NOT is_pilot), "
-            "(SELECT target_participants FROM study)").fetchone()
+            "(SELECT target_participants FROM study)")).one()
+    engine.dispose()
     stored = {(s, i): {"client_id": c, "value": v} for s, i, c, v in rows}
     lost = sum(1 for key, (kind, value) in acked.items() if stored.get(key, {}).get(kind) != value)
-    return Outcome(lost, duplicates, finished or 0, stranded or 0, max(0, real_completed - target), seconds)
+    stranded = sum(states.get(state, 0) for state in ("assigned", "instructed", "in_task"))
+    return Outcome(lost, duplicates, states.get("completed", 0), stranded, max(0, real_completed - target), seconds)
 
 
 def bot_acks(results: list) -> dict[tuple[str, int], tuple[str, object]]:
@@ -141,16 +152,20 @@ def bot_acks(results: list) -> dict[tuple[str, int], tuple[str, object]]:
 
 # --- the faults -------------------------------------------------------------------------------
 
+def sqlite_url(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'study.sqlite'}"
+
+
 def server_kill(workdir: Path, bots: int) -> Outcome:
-    db_path = workdir / "study.sqlite"
-    env, port = make_study(workdir, db_path), _free_port()
+    url = sqlite_url(workdir)
+    env, port = make_study(workdir, url), _free_port()
     start = time.monotonic()
 
     with contextlib.ExitStack() as stack:
         proc = stack.enter_context(gunicorn(env, port))
 
         def during() -> None:
-            wait_for_completions(db_path, 2)
+            wait_for_completions(url, 2)
             os.killpg(proc.pid, signal.SIGKILL)  # master and workers at once
             proc.wait()
             stack.close()
@@ -158,12 +173,12 @@ def server_kill(workdir: Path, bots: int) -> Outcome:
             stack.enter_context(gunicorn(env, port))
 
         results = run_bots(f"http://127.0.0.1:{port}", bots, during)
-    return judge(db_path, bot_acks(results), time.monotonic() - start)
+    return judge(url, bot_acks(results), time.monotonic() - start)
 
 
 def stalled_clients(workdir: Path, bots: int) -> Outcome:
-    db_path = workdir / "study.sqlite"
-    env, port, demo = make_study(workdir, db_path), _free_port(), _demo()
+    url = sqlite_url(workdir)
+    env, port, demo = make_study(workdir, url), _free_port(), _demo()
     procs = demo.start_server(env, workdir, port)
     stalled: list[socket.socket] = []
     start = time.monotonic()
@@ -180,16 +195,16 @@ def stalled_clients(workdir: Path, bots: int) -> Outcome:
         for sock in stalled:
             sock.close()
         demo.stop_server(procs)
-    return judge(db_path, bot_acks(results), time.monotonic() - start)
+    return judge(url, bot_acks(results), time.monotonic() - start)
 
 
 def lock_held(workdir: Path, bots: int) -> Outcome:
-    db_path = workdir / "study.sqlite"
-    env, port = {**make_study(workdir, db_path), "STUDY_SQLITE_BUSY_TIMEOUT_MS": "1000"}, _free_port()
+    url, db_path = sqlite_url(workdir), workdir / "study.sqlite"
+    env, port = {**make_study(workdir, url), "STUDY_SQLITE_BUSY_TIMEOUT_MS": "1000"}, _free_port()
     start = time.monotonic()
     with gunicorn(env, port):
         def during() -> None:
-            wait_for_completions(db_path, 1)
+            wait_for_completions(url, 1)
             holder = sqlite3.connect(db_path, isolation_level=None)
             holder.execute("BEGIN IMMEDIATE")  # another process's write transaction, 6 s long
             time.sleep(6)
@@ -197,7 +212,7 @@ def lock_held(workdir: Path, bots: int) -> Outcome:
             holder.close()
 
         results = run_bots(f"http://127.0.0.1:{port}", bots, during)
-    return judge(db_path, bot_acks(results), time.monotonic() - start)
+    return judge(url, bot_acks(results), time.monotonic() - start)
 
 
 def disk_full(workdir: Path, bots: int) -> Outcome:
@@ -205,12 +220,12 @@ def disk_full(workdir: Path, bots: int) -> Outcome:
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], check=True)
     try:
-        db_path = disk / "study.sqlite"
-        env, port = make_study(workdir, db_path), _free_port()
+        url = sqlite_url(disk)
+        env, port = make_study(workdir, url), _free_port()
         start = time.monotonic()
         with gunicorn(env, port):
             def during() -> None:
-                wait_for_completions(db_path, 1)
+                wait_for_completions(url, 1)
                 filler = disk / "filler"
                 with open(filler, "wb", buffering=0) as out, contextlib.suppress(OSError):
                     while True:
@@ -219,7 +234,7 @@ def disk_full(workdir: Path, bots: int) -> Outcome:
                 os.truncate(filler, max(0, filler.stat().st_size - 512 * 1024))
 
             results = run_bots(f"http://127.0.0.1:{port}", bots, during)
-        return judge(db_path, bot_acks(results), time.monotonic() - start)
+        return judge(url, bot_acks(results), time.monotonic() - start)
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
@@ -230,8 +245,8 @@ def lease_returners(workdir: Path, bots: int) -> Outcome:
     from study.driver import DriverError, Participant
 
     target = max(2, bots // 4)
-    db_path = workdir / "study.sqlite"
-    env, port = make_study(workdir, db_path, target=target, lease_minutes=1 / 60), _free_port()
+    url = sqlite_url(workdir)
+    env, port = make_study(workdir, url, target=target, lease_minutes=1 / 60), _free_port()
     base = f"http://127.0.0.1:{port}"
     start = time.monotonic()
     people = [Participant(base, "faults", {"participant": f"idle{i}"}, seed=i) for i in range(target)]
@@ -247,7 +262,30 @@ def lease_returners(workdir: Path, bots: int) -> Outcome:
             with contextlib.suppress(DriverError):
                 person.run()  # turned away: the place went to a newcomer
     acked = {(p.data["session"], i): ("client_id", c) for p in people + newcomers for i, c in p.acked.items()}
-    return judge(db_path, acked, time.monotonic() - start)
+    return judge(url, acked, time.monotonic() - start)
+
+
+def postgres_restart(workdir: Path, bots: int) -> Outcome:
+    """PostgreSQL restarted under the running study (pg_ctl restart -m fast: every connection
+    is cut with AdminShutdown, the server is back a few seconds later)."""
+    with throwaway_postgres() as url:
+        env, port = make_study(workdir, url), _free_port()
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            data_dir = conn.execute(text("SHOW data_directory")).scalar()
+        engine.dispose()
+        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+        as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        start = time.monotonic()
+        with gunicorn(env, port):
+            def during() -> None:
+                wait_for_completions(url, 2)
+                # A log file of its own: the restarted server must not hold this process's pipes open.
+                subprocess.run([*as_pg, str(pg_ctl), "-D", data_dir, "-l", str(Path(data_dir).parent / "log"), "-m",
+                                "fast", "-w", "restart"], check=True, stdout=subprocess.DEVNULL, timeout=120)
+
+            results = run_bots(f"http://127.0.0.1:{port}", bots, during)
+        return judge(url, bot_acks(results), time.monotonic() - start)
 
 
 FAULTS: list[tuple[str, Callable[[Path, int], Outcome]]] = [
@@ -256,6 +294,7 @@ FAULTS: list[tuple[str, Callable[[Path, int], Outcome]]] = [
     ("write lock held 6 s past a 1 s busy timeout", lock_held),
     ("disk full (tmpfs), 512 KB freed after 3 s", disk_full),
     ("lease runs out, place re-issued, participant returns", lease_returners),
+    ("PostgreSQL restarted mid-run (pg_ctl restart -m fast)", postgres_restart),
 ]
 
 
