@@ -132,7 +132,17 @@ def simulated() -> pd.DataFrame:
     return simulate("matched", participants=12, sources=16, seed=5)
 
 
+def with_every_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame in the view's columns and order (the optional columns the simulator leaves out, empty)."""
+    from contracts import response_columns
+
+    full = frame.reindex(columns=response_columns())
+    full["after_timeout"] = full["after_timeout"].fillna(False).astype(bool)  # the simulator's participants never time out
+    return full
+
+
 def as_rows(frame: pd.DataFrame):
+    frame = with_every_column(frame)
     return frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
 
 
@@ -168,7 +178,7 @@ def test_the_analysis_reads_the_folder_with_the_same_results_as_the_csv(tmp_path
     from analysis.report import main
     from analysis.simulate import simulate
 
-    responses = simulate("nested", participants=6, sources=8, seed=5)
+    responses = with_every_column(simulate("nested", participants=6, sources=8, seed=5))
     csv_path = tmp_path / "responses.csv"
     responses.to_csv(csv_path, index=False)
     halves = {"sim-a": responses.iloc[: len(responses) // 2], "sim-b": responses.iloc[len(responses) // 2:]}
