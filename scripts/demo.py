@@ -75,6 +75,16 @@ def study_id() -> str:
     return tomllib.loads(STUDY_CONFIG.read_text())["id"]
 
 
+def demo_study_config() -> Path:
+    """The default study with its plain link open: the demo prints that link for anyone to try
+    (a real study that recruits through a panel keeps it off, see docs/security.md)."""
+    text = STUDY_CONFIG.read_text()
+    assert "# anonymous_link = false" in text, "study/default_study.toml no longer lists anonymous_link"
+    path = OUT / "study.toml"
+    path.write_text(text.replace("# anonymous_link = false", "anonymous_link = true", 1))
+    return path
+
+
 NGINX_CONF = """\
 # Written by scripts/demo.py for one demo folder; nginx runs unprivileged from it.
 daemon off;
@@ -193,8 +203,9 @@ def main() -> int:
     once("stimuli", "Researcher: generate the stimulus set",
          [str(BIN / "engine"), "generate-stimuli", "--out", str(stimuli), "--force", *GENERATE_ARGS], env)
     stage("Study: database", [*flask, "init-db"], env)
-    once("study", "Study: create and open the study", [*flask, "create-study", str(STUDY_CONFIG), "--stimuli", str(stimuli)], env)
     once("admin", "Study: a dashboard login (user 'demo')", [*flask, "create-admin", "demo"], env)
+    once("study", "Study: create and open the study", [*flask, "create-study", str(demo_study_config()), "--stimuli", str(stimuli),
+                                                       "--owner", "demo"], env)
 
     server = start_server(env, OUT, PORT)
     try:

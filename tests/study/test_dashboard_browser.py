@@ -3,6 +3,8 @@ logs in, watches bots fill the study in, and downloads responses.csv with one ro
 default study's dashboard fits one screen, and its tables sort and page."""
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -70,7 +72,12 @@ def test_the_default_study_dashboard_fits_one_screen_and_its_tables_sort_and_pag
     stimuli = write_stimulus_set(tmp_path / "set", sources=80, practice=4, catch=6,
                                  conditions=("normal", "adversarial", "distilled", "gradreg", "clean"))
     url = f"sqlite:///{tmp_path / 'study.sqlite'}"
-    app = app_with_study(url, load_config(DEFAULT_CONFIG), stimuli)
+    # All 24 bots arrive from one address within a second: admission limits and the too-fast
+    # screening (tested in test_security*.py) would turn them away.
+    config = load_config(DEFAULT_CONFIG)
+    config = dataclasses.replace(config, min_seconds_per_answer=0.0, admission=dataclasses.replace(
+        config.admission, anonymous_link=True, new_sessions_per_address_per_hour=10_000, new_sessions_per_minute=10_000))
+    app = app_with_study(url, config, stimuli)
     for i in range(24):
         bot = Participant("http://test", "digits-demo", params={"participant": f"p{i}"}, client=app.test_client(), seed=i)
         if i < 2:

@@ -24,13 +24,14 @@ def kill(proc) -> None:
 
 
 def outage_note(page) -> str:
-    return page.wait_for_selector("#connection-status:not([hidden])", timeout=10000).inner_text()
+    return page.wait_for_selector("#connection-status:not([hidden])", timeout=20000).inner_text()
 
 
 def test_consent_instructions_and_completion_survive_outages(stimset, tmp_path, page):
     url, port = f"sqlite:///{tmp_path / 'study.sqlite'}", free_port()
     with study_server(url, write_config(tmp_path / "s.toml"), stimset, port=port) as (base, proc):
         page.goto(f"{base}/study/test-study?PROLIFIC_PID=outage-1&STUDY_ID=s&SESSION_ID=x")
+        page.wait_for_selector("button[value=agree]:focus")
         kill(proc)
     page.keyboard.press("Enter")  # "I agree", with no server to take it
     assert "interrupted" in outage_note(page)
@@ -38,7 +39,7 @@ def test_consent_instructions_and_completion_survive_outages(stimset, tmp_path, 
     with study_server(url, None, None, port=port) as (_base, proc):
         page.wait_for_selector("text=Instructions", timeout=20000)
         page.context.set_offline(True)
-        page.keyboard.press("Enter")  # "Start", with no network
+        page.click("text=Start the practice images")  # with no network
         assert "interrupted" in outage_note(page)
         time.sleep(1)
         page.context.set_offline(False)

@@ -119,8 +119,10 @@ def test_every_visible_button_answers_what_its_question_asked(server, browser):
     seen = Walk()
     page.on("request", seen.record)
     page.goto(f"{base}/study/clicks?participant=clicker")
-    page.click("button[value=agree]")
+    page.click("button[value=agree]")  # the step forms post by fetch (retry.js), then the page moves on
+    page.wait_for_selector("h1:text('Instructions')")
     page.click("text=Start the practice images")
+    wait_ready(page, 0)
     n = page.evaluate("JSON.parse(document.getElementById('study-data').textContent).trials.length")
     clicked, used = [], set()
     for index in range(n):
