@@ -35,7 +35,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from study.db import begin_write, db, utcnow
 from study.lifecycle import audit
-from study.models import ROLES, AdminUser, LoginFailure, Study, StudyRole
+from study.models import RESEARCHER_ROLES, AdminUser, LoginFailure, Study, StudyRole
 from study.security import check_csrf, csrf_token
 
 bp = Blueprint("auth", __name__, url_prefix="/admin")
@@ -126,7 +126,7 @@ def role_of(study: Study, user: Login | None = None) -> str | None:
 
 def has_role(study: Study, needed: str) -> bool:
     role = role_of(study)
-    return role is not None and ROLES.index(role) >= ROLES.index(needed)
+    return role is not None and RESEARCHER_ROLES.index(role) >= RESEARCHER_ROLES.index(needed)
 
 
 def require_role(study: Study, needed: str) -> None:
@@ -139,8 +139,8 @@ def grant(study: Study, username: str, role: str | None, actor: str) -> None:
     user = db.session.scalar(select(AdminUser).where(AdminUser.username == username))
     if user is None:
         raise AccountError(f"there is no researcher {username!r} (create-admin makes one)")
-    if role is not None and role not in ROLES:
-        raise AccountError(f"the role must be one of {', '.join(ROLES)}")
+    if role is not None and role not in RESEARCHER_ROLES:
+        raise AccountError(f"the role must be one of {', '.join(RESEARCHER_ROLES)}")
     db.session.execute(delete(StudyRole).where(StudyRole.study_id == study.id, StudyRole.user_id == user.id))
     if role is not None:
         db.session.add(StudyRole(study_id=study.id, user_id=user.id, role=role))

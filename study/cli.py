@@ -21,7 +21,7 @@ from contracts import ContractError
 from study.config import ConfigError, config_from_dict, load_config
 from study.db import db, utcnow
 from study.design import DesignError
-from study.models import CONDITIONS, ROLES, Study
+from study.models import CONDITIONS, RESEARCHER_ROLES, Study
 from study.security import session_mark
 from study.driver import DEFAULT_RETRY_FOR
 from study.simulate import AnswerModel, simulate, study_stimuli, summary
@@ -275,7 +275,7 @@ def delete_participant_command(panel_id: str, slug: str | None) -> None:
 @with_appcontext
 @click.argument("username")
 @click.argument("slug")
-@click.argument("role", type=click.Choice([*ROLES, "none"]))
+@click.argument("role", type=click.Choice([*RESEARCHER_ROLES, "none"]))
 def grant_command(username: str, slug: str, role: str) -> None:
     """Give researcher USERNAME a ROLE on study SLUG (viewer, analyst, owner; none takes it away)."""
     try:

@@ -242,7 +242,7 @@ class AdminUser(db.Model):
     session_version: Mapped[int] = mapped_column(Integer, default=0)
 
 
-ROLES = ("viewer", "analyst", "owner")  # each may do what the ones before it may
+RESEARCHER_ROLES = ("viewer", "analyst", "owner")  # each may do what the ones before it may
 
 
 class StudyRole(db.Model):
