@@ -85,6 +85,7 @@ def test_the_default_study_dashboard_fits_one_screen_and_its_tables_sort_and_pag
         else:
             bot.start()
     assert app.test_cli_runner().invoke(args=["create-admin", "ada", "--password", PASSWORD]).exit_code == 0
+    assert app.test_cli_runner().invoke(args=["grant", "ada", "digits-demo", "viewer"]).exit_code == 0
     with app.app_context():
         db.engine.dispose()
     with study_server(url, None, None) as (base, _proc):
