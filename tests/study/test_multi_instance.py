@@ -18,7 +18,6 @@ import psycopg
 import pytest
 
 from conftest import REPO, VENV_BIN, free_port, stop_group, wait_for_http
-from study.driver import Participant
 from studyhelp import app_with_study, stimset  # noqa: F401  (fixture)
 
 SECRET = "test-secret"
@@ -91,7 +90,7 @@ def test_two_instances_behind_nginx_survive_losing_one(postgres_url, stimset, tm
         with app.app_context():
             mark = session_mark(config.id, "bot")
         run = threading.Thread(target=lambda: results.extend(
-            simulate(base, config.id, BOTS, mark, AnswerModel(), concurrency=8, seed=5, retry_for=20)))
+            simulate(base, config.id, BOTS, mark, AnswerModel(), concurrency=8, seed=5, retry_for=60)))
         run.start()
         # Kill one instance (master and workers, no goodbye) once about a third of the answers are in.
         deadline = time.monotonic() + 60
@@ -102,14 +101,11 @@ def test_two_instances_behind_nginx_survive_losing_one(postgres_url, stimset, tm
         run.join(timeout=120)
         assert not run.is_alive() and len(results) == BOTS
 
-        # A bot that gave up on an answer the dying instance never acknowledged comes back through its link.
-        gave_up = [r for r in results if r.outcome != "completed"]
-        for r in gave_up:
-            back = Participant(base, config.id, {"participant": r.participant, "mark": mark}, seed=1)
-            assert back.run() == config.completion.code
-            assert back.data["session"] == r.session_id or r.session_id is None
-        print(f"\nkilled one instance after {killed_at} answers; {len(gave_up)} of {BOTS} bots gave up and finished on "
-              f"return: {sorted(Counter(r.error[:40] for r in gave_up).items())}")
+        # The bots retry 5xx and lost connections (nginx answers 502 for requests the dying instance
+        # held), so every one ends by its own choice: none is left stranded or in error.
+        stranded = [(r.outcome, r.error) for r in results if r.outcome in ("stranded", "error")]
+        assert not stranded, stranded
+        print(f"\nkilled one instance after {killed_at} answers; outcomes {sorted(Counter(r.outcome for r in results).items())}")
 
     with psycopg.connect(dsn) as conn:
         stored = conn.execute("SELECT s.public_id, a.trial_index, coalesce(a.response_label, a.response_rating) "
