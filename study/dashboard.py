@@ -23,6 +23,7 @@ from study import charts
 from study.auth import admin_csrf, admin_required, check_admin_csrf, current_admin, current_user, require_role
 from study.db import begin_write, db, utcnow
 from study.export import EXPORTS, Selection, csv_chunks, dictionary_csv
+from study.health import write_problem
 from study.lifecycle import LifecycleError, close_study, open_study
 from study.models import ACTIVE_STATES, STATES, Answer, AssignmentList, ParticipantSession, Stimulus, Study, StudyRole
 from study.payments import COLUMNS as PAYMENT_COLUMNS, payment_rows
@@ -229,6 +230,7 @@ def study_page(slug: str):
     study = get_study(slug)
     p = progress(study, _all_sessions())
     return render_template("admin/study.html", study=study, p=p, charts=summary_charts(study, p), links=panel_links(study),
+                           write_problem=write_problem(),
                            external_question=mturk_external_question(study), exports=[*EXPORTS, "data_dictionary.csv", "payments.csv"],
                            admin=current_admin(), csrf=admin_csrf(), message=request.args.get("message"))
 
@@ -274,7 +276,7 @@ def sessions_page(slug: str):
 @bp.get("/study/<slug>/progress.json")
 @admin_required
 def progress_json(slug: str):
-    return jsonify(progress(get_study(slug), request.args.get("sessions") == "all"))
+    return jsonify({**progress(get_study(slug), request.args.get("sessions") == "all"), "write_problem": write_problem()})
 
 
 @bp.get("/study/<slug>/export/<name>")

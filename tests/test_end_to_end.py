@@ -57,6 +57,7 @@ def participant_session_in_chromium(page, url: str) -> None:
     page.wait_for_selector("button[value=agree]:focus")
     page.keyboard.press("Enter")  # consent: "I agree" has the focus
     page.wait_for_selector("text=Instructions")
+    page.wait_for_selector("button.primary:focus")
     page.keyboard.press("Enter")
     page.wait_for_selector('#trial[data-ready="true"]', timeout=15000)
     n = page.evaluate("JSON.parse(document.getElementById('study-data').textContent).trials.length")

@@ -95,6 +95,14 @@ def new_page(browser: Browser, viewport: str) -> Page:
     return context.new_page()
 
 
+def enter_on_focused(page: Page, label: str) -> None:
+    """Press Enter once the page's autofocus has landed on the button reading `label`, as a
+    keyboard user does once they see the focus ring (Chromium may focus after `load`)."""
+    page.wait_for_function("(label) => document.activeElement?.textContent.trim() === label", arg=label,
+                           timeout=15000)
+    page.keyboard.press("Enter")
+
+
 def wait_ready(page: Page, index: int) -> str:
     trial = page.wait_for_selector(f'#trial[data-index="{index}"][data-ready="true"]', timeout=15000)
     return trial.get_attribute("data-task")

@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, text
 from conftest import REPO
 from study.config import parse_config
 from study.db import db
+from pagestates import enter_on_focused, trial_count, wait_ready
 from studyhelp import BASE_CONFIG, app_with_study, stimset, study_server, write_config  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
@@ -36,23 +37,14 @@ def begin(page, base: str, pid: str, study: str = "test-study") -> None:
     """Entry, consent and instructions by keyboard only (Enter on the focused button)."""
     page.goto(f"{base}/study/{study}?PROLIFIC_PID={pid}&STUDY_ID=s&SESSION_ID=x")
     assert page.locator("h1").inner_text() == "Consent to take part"
-    page.keyboard.press("Enter")  # "I agree" has the focus
+    enter_on_focused(page, "I agree to take part")
     page.wait_for_selector("text=Instructions")
-    page.keyboard.press("Enter")
-
-
-def wait_ready(page, index: int) -> str:
-    trial = page.wait_for_selector(f'#trial[data-index="{index}"][data-ready="true"]', timeout=15000)
-    return trial.get_attribute("data-task")
+    enter_on_focused(page, "Start the practice images")
 
 
 def answer_by_key(page, index: int) -> None:
     task = wait_ready(page, index)
     page.keyboard.press(str(random.randint(0, 9) if task == "label" else random.randint(1, 5)))
-
-
-def trial_count(page) -> int:
-    return page.evaluate("JSON.parse(document.getElementById('study-data').textContent).trials.length")
 
 
 def finish(page, start: int) -> None:
@@ -93,9 +85,9 @@ def test_a_plain_link_offers_to_continue_its_session_after_the_tab_is_closed(ser
     base, _engine = server
     page.goto(f"{base}/study/test-study")
     assert page.locator("#resume").is_hidden()  # nothing started in this browser yet
-    page.keyboard.press("Enter")
+    enter_on_focused(page, "I agree to take part")
     page.wait_for_selector("text=Instructions")
-    page.keyboard.press("Enter")
+    enter_on_focused(page, "Start the practice images")
     for index in range(3):
         answer_by_key(page, index)
     wait_ready(page, 3)
@@ -172,10 +164,10 @@ def test_axe_finds_no_serious_problems_on_consent_instructions_and_trials(server
     base, _engine = server
     page.goto(f"{base}/study/test-study?participant=axe-1")
     assert serious_violations(page) == []
-    page.keyboard.press("Enter")
+    enter_on_focused(page, "I agree to take part")
     page.wait_for_selector("text=Instructions")
     assert serious_violations(page) == []
-    page.keyboard.press("Enter")
+    enter_on_focused(page, "Start the practice images")
     wait_ready(page, 0)
     assert serious_violations(page) == []  # labeling
     page.keyboard.press("4")

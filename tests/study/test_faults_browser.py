@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, text
 
 from conftest import free_port
 from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)
-from test_browser import answer_by_key, trial_count, wait_ready
+from pagestates import trial_count, wait_ready
+from test_browser import answer_by_key
 
 pytestmark = pytest.mark.browser
 
@@ -38,6 +39,8 @@ def test_consent_instructions_and_completion_survive_outages(stimset, tmp_path, 
     time.sleep(1)
     with study_server(url, None, None, port=port) as (_base, proc):
         page.wait_for_selector("text=Instructions", timeout=20000)
+        # The page came by fetch and document.write: its retry.js runs once the page has loaded.
+        page.wait_for_function("document.readyState === 'complete'")
         page.context.set_offline(True)
         page.click("text=Start the practice images")  # with no network
         assert "interrupted" in outage_note(page)

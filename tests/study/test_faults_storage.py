@@ -16,8 +16,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from study.config import parse_config
 from study.driver import Participant
-from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)
+from studyhelp import BASE_CONFIG, app_with_study, stimset, study_server, write_config  # noqa: F401  (fixtures)
+from test_dashboard import PASSWORD, login
 
 BUSY_MS = 1000
 
@@ -69,6 +71,27 @@ def test_a_lock_held_past_the_busy_timeout_answers_503_and_participants_carry_on
         thread.join(timeout=60)
         assert codes == ["CODE-OK", "CODE-OK"]
         assert health(base)[0] == 200
+
+
+def test_the_dashboard_says_when_answers_cannot_be_saved(stimset, tmp_path):
+    path = tmp_path / "study.sqlite"
+    app = app_with_study(f"sqlite:///{path}", parse_config(BASE_CONFIG), stimset)
+    for command in (["create-admin", "ada", "--password", PASSWORD], ["grant", "ada", "test-study", "viewer"]):
+        assert app.test_cli_runner().invoke(args=command).exit_code == 0
+    client = app.test_client()
+    login(client)
+    assert "The database takes answers now" in client.get("/admin/study/test-study").get_data(as_text=True)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        page = client.get("/admin/study/test-study").get_data(as_text=True)
+        progress = client.get("/admin/study/test-study/progress.json").get_json()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert '<p id="write-health" class="error" role="alert"><strong>Answers cannot be saved right now</strong> (database is locked)' in page
+    assert progress["write_problem"] == "database is locked"
+    assert client.get("/admin/study/test-study/progress.json").get_json()["write_problem"] is None
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine
 
-from pagestates import EXPECTED, STATES, TASK_STATES, Walk, create_studies, fill, new_page, wait_ready, walk
+from pagestates import (EXPECTED, STATES, TASK_STATES, Walk, create_studies, enter_on_focused, fill, new_page,
+                        wait_ready, walk)
 from studyhelp import stimset, study_server  # noqa: F401  (fixtures)
 from test_browser import session_rows
 
@@ -155,9 +156,9 @@ def test_tab_and_enter_reach_only_the_question_on_screen(server, browser):
     seen = Walk()
     page.on("request", seen.record)
     page.goto(f"{base}/study/clicks?participant=tabber")
-    page.keyboard.press("Enter")
+    enter_on_focused(page, "I agree to take part")
     page.wait_for_selector("h1:text('Instructions')")
-    page.keyboard.press("Enter")
+    enter_on_focused(page, "Start the practice images")
     wait_ready(page, 0)
     focused = "document.activeElement.closest('.buttons')?.id + ':' + document.activeElement.dataset.value"
     stops = []
