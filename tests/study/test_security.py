@@ -86,14 +86,15 @@ def fields_of(page: Reply) -> dict[str, str]:
 
 
 def consent(browser: Browser, query: str, choice: str = "agree", study: str = "test-study") -> Reply:
+    """The entry page and the consent form's answer (a 303 to the new session when agreed)."""
     entry = browser.get(f"/study/{study}?{query}")
     assert entry.status == 200, entry.text[:300]
     return browser.form(f"/study/{study}/consent", {**fields_of(entry), "choice": choice})
 
 
-def start(browser: Browser, query: str) -> tuple[str, dict]:
+def start(browser: Browser, query: str, study: str = "test-study") -> tuple[str, dict]:
     """Consent and instructions; returns the session path (/s/<token>) and the trial data."""
-    reply = consent(browser, query)
+    reply = consent(browser, query, study=study)
     assert reply.status == 303, reply.text[:300]
     browser.consent_reply = reply
     token_path = "/".join(reply.headers["Location"].split("/")[:3])
@@ -138,6 +139,9 @@ def target(request, tmp_path_factory, stimset) -> Iterator[Target]:
     with app.app_context():
         tight = create_study(parse_config({**SECURE, "id": "tight", "admission": {"new_sessions_per_address_per_hour": 2}}),
                              stimset)[0]
+        # Repeats allowed (two sessions per person); the tests finish sessions at machine speed.
+        create_study(parse_config({**SECURE, "id": "again", "min_seconds_per_answer": 0,
+                                   "admission": {**generous, "sessions_per_person": 2}}), stimset)
         for name, role in (("ada", "owner"), ("ana", "analyst"), ("vic", "viewer")):
             create_admin(name, PASSWORD)
             db.session.flush()
@@ -238,6 +242,43 @@ def test_variants_of_a_panel_id_and_other_panels_do_not_make_a_second_session(ta
                   "participant=carol003", "workerId=CAROL003&assignmentId=a9&hitId=h"):
         assert Browser(target.base).get(f"/study/test-study?{query}").status == 409, query
     assert target.scalar("SELECT count(*) FROM participant_session") == before
+
+
+def finish(browser: Browser, data: dict) -> Reply:
+    """Every answer of the plan, then the completion request."""
+    for trial in data["trials"]:
+        assert browser.post_json(data["answers_url"], answer(trial)).status == 201
+    return browser.post_json(data["complete_url"], {})
+
+
+def test_one_session_per_person_unless_the_study_allows_repeats(target):
+    # No repeats (the default): an ended session (here screened out, machine speed) is where the
+    # participant's link leads back, for them only; a new submission of the same person starts nothing.
+    frank = Browser(target.base)
+    path, data = start(frank, "PROLIFIC_PID=frank006&STUDY_ID=st1&SESSION_ID=sub-frank")
+    assert finish(frank, data).json()["next"] == f"{path}/end"
+    again = frank.get("/study/test-study?PROLIFIC_PID=frank006&STUDY_ID=st1&SESSION_ID=sub-frank-2")
+    assert again.status == 303 and again.headers["Location"] == f"{path}/end"
+    assert Browser(target.base).get("/study/test-study?participant=frank006").status == 409
+
+    # sessions_per_person = 2: a second session once the first is completed, from any panel,
+    # while the finished submission's own link still finds its debrief.
+    grace = Browser(target.base)
+    first, data = start(grace, "PROLIFIC_PID=grace007&STUDY_ID=st1&SESSION_ID=sub-g1", study="again")
+    back = Browser(target.base).get("/study/again?participant=grace007")
+    assert back.status == 409  # in progress: no second session beside it
+    assert finish(grace, data).status == 200
+    same_submission = Browser(target.base).get("/study/again?PROLIFIC_PID=grace007&STUDY_ID=st1&SESSION_ID=sub-g1")
+    assert same_submission.status == 303 and same_submission.headers["Location"].startswith(f"{first}/debrief")
+    second, data = start(grace, "participant=GRACE007", study="again")
+    assert second != first
+    assert finish(grace, data).status == 200
+    rows = target.scalar("SELECT count(DISTINCT s.participant_hash) || ':' || count(*) || ':' || max(s.attempt) "
+                         "FROM participant_session s JOIN study ON study.id = s.study_id WHERE study.slug = 'again'")
+    assert rows == "1:2:2"  # one person (one participant_id in the exports), two sessions
+    third = grace.get("/study/again?PROLIFIC_PID=grace007&STUDY_ID=st1&SESSION_ID=sub-g3")
+    assert third.status == 303 and third.headers["Location"].startswith(f"{second}/debrief")  # two is the limit
+    assert Browser(target.base).get("/study/again?PROLIFIC_PID=grace007&STUDY_ID=st1&SESSION_ID=sub-g3").status == 409
 
 
 # --- 4. server time ---------------------------------------------------------------------------
