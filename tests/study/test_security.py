@@ -296,6 +296,11 @@ def test_a_script_that_finishes_in_a_second_is_screened_out_and_clocks_and_order
     for trial in trials[1:]:
         assert script.post_json(data["answers_url"], answer(trial)).status == 201
     assert script.post_json(data["answers_url"], first).json()["duplicate"] is True  # a retry stays idempotent
+    # The dashboard flags it while it runs, by the server's clock: each answer claimed rt_ms 700
+    # (was: only client rt_ms under 250 ms counted, so this script passed as careful).
+    rows = logged_in(target, "ada").get("/admin/study/test-study/progress.json").json()["sessions_list"]
+    mine = next(r for r in rows if r["session_id"] == path.split("/")[2].split(".")[0])
+    assert mine["too_fast"] and mine["flagged"] and mine["seconds_per_answer"] < 0.5
     done = script.post_json(data["complete_url"], {})
     assert done.status == 200 and done.json()["next"].endswith("/end")
     assert "CODE-OUT" in script.get(done.json()["next"]).text
