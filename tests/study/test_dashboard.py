@@ -6,16 +6,18 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import time
 
 import pandas as pd
 import pytest
 from sqlalchemy import func, select, text
 
+from study.config import parse_config
 from study.db import db
 from study.driver import Participant
 from study.models import AuditEvent, ParticipantSession
 from study.security import session_mark, session_token
-from studyhelp import make_app, stimset  # noqa: F401  (fixtures)
+from studyhelp import BASE_CONFIG, app_with_study, make_app, stimset  # noqa: F401  (fixtures)
 
 PASSWORD = "correct horse battery"
 HOSTILE = "{{7*7}}<script>alert(1)</script>' OR 1=1; DROP TABLE answer;--"
@@ -77,6 +79,35 @@ def test_login_rate_limit_is_shared_by_workers_and_anonymous_users_see_nothing(a
     reply = login(blocked)
     assert reply.status_code == 429 and b"Too many failed logins" in reply.data
     assert blocked.get("/admin/").status_code == 302
+
+
+def test_logins_end_after_an_idle_time_and_after_their_lifetime(stimset, tmp_path, monkeypatch):
+    # The lifetimes live in the signed cookie, so one database shows them.
+    monkeypatch.setenv("STUDY_ADMIN_IDLE_MINUTES", "0.03")  # 1.8 s without a request
+    monkeypatch.setenv("STUDY_ADMIN_SESSION_HOURS", "0.001")  # 3.6 s however busy
+    app = app_with_study(f"sqlite:///{tmp_path / 'study.sqlite'}", parse_config(BASE_CONFIG), stimset)
+    assert app.test_cli_runner().invoke(args=["create-admin", "ada", "--password", PASSWORD]).exit_code == 0
+    assert app.test_cli_runner().invoke(args=["grant", "ada", "test-study", "viewer"]).exit_code == 0
+    busy, idle = app.test_client(), app.test_client()
+    assert login(busy).status_code == login(idle).status_code == 303
+    began = time.monotonic()
+    while time.monotonic() - began < 2.7:  # a request every 0.9 s keeps a login alive ...
+        assert busy.get("/admin/study/test-study").status_code == 200
+        time.sleep(0.9)
+    saved = busy.get_cookie("session").value
+    reply = idle.get("/admin/study/test-study")  # ... and 2.7 s without one ends it
+    assert reply.status_code == 302 and reply.headers["Location"].startswith("/admin/login")
+    time.sleep(max(0.0, 3.7 - (time.monotonic() - began)))
+    assert busy.get("/admin/study/test-study").status_code == 302  # past its lifetime
+    replay = app.test_client()
+    replay.set_cookie("session", saved)
+    assert replay.get("/admin/").status_code == 302  # a copy of the cookie ages with it
+
+    from study import create_app
+
+    monkeypatch.setenv("STUDY_ADMIN_IDLE_MINUTES", "soon")
+    with pytest.raises(RuntimeError, match="STUDY_ADMIN_IDLE_MINUTES must be a positive number of minutes"):
+        create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"], "SECRET_KEY": "test-secret"})
 
 
 def test_dashboard_progress_exports_payments_and_deletion(app, tmp_path):
