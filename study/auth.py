@@ -153,9 +153,26 @@ def role_of(study: Study, user: Login | None = None) -> str | None:
     return db.session.scalar(select(StudyRole.role).where(StudyRole.study_id == study.id, StudyRole.user_id == user.id))
 
 
-def has_role(study: Study, needed: str) -> bool:
-    role = role_of(study)
+def _at_least(role: str | None, needed: str) -> bool:
     return role is not None and RESEARCHER_ROLES.index(role) >= RESEARCHER_ROLES.index(needed)
+
+
+def has_role(study: Study, needed: str) -> bool:
+    return _at_least(role_of(study), needed)
+
+
+def act_for(study: Study, username: str, needed: str) -> str:
+    """The audit actor of a command run for researcher `username` (`flask --app study … --as
+    USER`), who must hold at least the `needed` role on `study`; AccountError otherwise."""
+    found = db.session.execute(select(AdminUser.id, AdminUser.username).where(AdminUser.username == username)).first() \
+        if USERNAME.fullmatch(username) else None
+    if found is None:
+        raise AccountError(f"there is no researcher {username!r}")
+    role = role_of(study, Login(*found))
+    if not _at_least(role, needed):
+        held = f"is {role} of" if role else "has no role on"
+        raise AccountError(f"{username!r} {held} study {study.slug!r}; this needs the {needed} role (ask its owner)")
+    return f"cli:{username}"
 
 
 def require_role(study: Study, needed: str) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import and_, case, func, select
 
 from study import charts
 from study.api import server_seconds_per_answer
-from study.auth import admin_csrf, admin_required, check_admin_csrf, current_admin, current_user, require_role
+from study.auth import admin_csrf, admin_required, check_admin_csrf, current_admin, current_user, has_role, require_role
 from study.config import config_from_dict
 from study.db import begin_write, db, utcnow
 from study.export import EXPORTS, Selection, csv_chunks, dictionary_csv
@@ -162,7 +162,8 @@ def _median_seconds_per_answer(sessions: list[dict[str, Any]]) -> float | None:
 
 
 def panel_links(study: Study) -> dict[str, str]:
-    """The entry link to give each panel the study recruits on, plus a pilot link."""
+    """The entry link to give each panel the study recruits on, plus, for owners, a pilot link
+    (its signed mark passes the admission limits and any panel: a capability, not a view)."""
     entry = url_for("participant.entry", slug=study.slug, _external=True)
     links = {
         "prolific": entry + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
@@ -171,7 +172,8 @@ def panel_links(study: Study) -> dict[str, str]:
         "link": entry + "?participant=ID",  # or the bare entry link for anonymous participants
     }
     shown = {panel: links[panel] for panel in study.config.get("panels", links)}
-    shown["pilot"] = entry + "?participant=pilot-NAME&mark=" + session_mark(study.slug, "pilot")
+    if has_role(study, "owner"):
+        shown["pilot"] = entry + "?participant=pilot-NAME&mark=" + session_mark(study.slug, "pilot")
     return shown
 
 

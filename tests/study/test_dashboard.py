@@ -165,6 +165,45 @@ def test_dashboard_progress_exports_payments_and_deletion(app, tmp_path):
     assert "deleted 0 session(s)" in app.test_cli_runner().invoke(args=["delete-participant", "nobody", "--yes"]).output
 
 
+def test_commands_run_for_a_researcher_need_that_researchers_role(app, tmp_path):
+    def flask(*args: str):
+        return app.test_cli_runner().invoke(args=list(args))
+
+    for name in ("ana", "vic"):
+        assert flask("create-admin", name, "--password", PASSWORD).exit_code == 0
+    assert flask("grant", "ana", "test-study", "analyst", "--as", "ada").exit_code == 0
+    refused = flask("grant", "vic", "test-study", "owner", "--as", "ana")
+    assert refused.exit_code == 1 and "'ana' is analyst of study 'test-study'; this needs the owner role" in refused.output
+    assert flask("grant", "vic", "test-study", "viewer", "--as", "ada").exit_code == 0
+    run(app, PROLIFIC_PID="RAWPID-CLI")
+
+    # Payments hold raw panel ids: owners only.
+    pay = tmp_path / "pay.csv"
+    refused = flask("payments", "test-study", "--out", str(pay), "--as", "ana")
+    assert refused.exit_code == 1 and "needs the owner role" in refused.output and not pay.exists()
+    assert flask("payments", "test-study", "--out", str(pay), "--as", "ada").exit_code == 0
+    assert "RAWPID-CLI" in pay.read_text()
+    # Exports are pseudonymised: analysts and owners, not viewers; roles are per study.
+    out = tmp_path / "export"
+    refused = flask("export", "--out", str(out), "--study", "test-study", "--as", "vic")
+    assert refused.exit_code == 1 and "'vic' is viewer of study" in refused.output and not out.exists()
+    assert flask("export", "--out", str(out), "--as", "ana").exit_code == 2  # --as needs --study
+    assert flask("export", "--out", str(out), "--study", "test-study", "--as", "ana").exit_code == 0
+    assert not any("RAWPID" in f.read_text() for f in out.iterdir())
+    assert "no researcher 'mallory'" in flask("close", "test-study", "--as", "mallory").output
+
+    # Changes name the researcher in the audit log; an analyst cannot make them.
+    assert flask("close", "test-study", "--as", "ana").exit_code == 1
+    assert flask("delete-participant", "RAWPID-CLI", "--study", "test-study", "--yes", "--as", "ana").exit_code == 1
+    assert flask("close", "test-study", "--as", "ada").exit_code == 0
+    assert "deleted 1 session(s)" in flask("delete-participant", "RAWPID-CLI", "--study", "test-study", "--yes", "--as", "ada").output
+    with app.app_context():
+        actors = dict(db.session.execute(select(AuditEvent.action, AuditEvent.actor)
+                                         .where(AuditEvent.action.in_(("close", "delete_participant")))).all())
+        assert actors == {"close": "cli:ada", "delete_participant": "cli:ada"}
+        assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.actor == "cli:ada")) == 4
+
+
 def test_no_get_changes_state_and_every_researcher_post_needs_csrf(app):
     bot = Participant("http://test", "test-study", params={"participant": "victim"},
                       client=app.test_client(), seed=3)

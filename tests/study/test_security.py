@@ -354,6 +354,7 @@ def test_roles_limit_what_each_researcher_may_do_and_forwarded_host_is_ignored(t
     viewer, analyst, owner = logged_in(target, "vic"), logged_in(target, "ana"), logged_in(target, "ada")
     page = viewer.get("/admin/study/tight", **{"X-Forwarded-Host": "evil.example"})
     assert page.status == 200 and "evil.example" not in page.text
+    assert "mark=" not in page.text and "mark=" in owner.get("/admin/study/tight").text  # the pilot link: owners only
     assert viewer.get("/admin/study/tight/export/responses.csv").status == 403
     assert analyst.get("/admin/study/tight/export/responses.csv").status == 200
     assert analyst.get("/admin/study/tight/export/payments.csv").status == 403
