@@ -7,6 +7,7 @@ status the page can show; nothing is partially written (each request is one tran
 """
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request, url_for
@@ -89,14 +90,23 @@ def complete(token: str):
     return jsonify(ok=True, next=url_for("participant.debrief", token=session_token(session.public_id)))
 
 
+def server_seconds_per_answer(instructed_at: dt.datetime | None, last_received_at: dt.datetime | None,
+                              answers: int) -> float | None:
+    """A session's pace by the server's clock alone: from the instructions to the last answer's
+    receipt, per answer (client-reported times are the participant's to invent). The too-fast
+    screening here and the dashboard's speeders both use it."""
+    if instructed_at is None or last_received_at is None or not answers:
+        return None
+    return (last_received_at - instructed_at).total_seconds() / answers
+
+
 def too_fast(session: ParticipantSession, config: StudyConfig) -> bool:
-    """Finished faster than a person can read, by the server's clock: from the instructions to
-    the last answer's receipt (client-reported times are the participant's to invent)."""
-    if session.is_bot or not config.min_seconds_per_answer or session.instructed_at is None:
+    """Finished faster than `min_seconds_per_answer` per answer of the plan (bots exempt)."""
+    if session.is_bot or not config.min_seconds_per_answer:
         return False
     last = db.session.scalar(select(func.max(Answer.received_at)).where(Answer.session_id == session.id))
-    taken = (last - session.instructed_at).total_seconds() if last else 0.0
-    return taken < config.min_seconds_per_answer * len(session.plan or [])
+    pace = server_seconds_per_answer(session.instructed_at, last, len(session.plan or []))
+    return pace is not None and pace < config.min_seconds_per_answer
 
 
 ENVIRONMENT_FIELDS = {"viewport_width": (int, 1, 20000), "viewport_height": (int, 1, 20000),

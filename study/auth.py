@@ -7,10 +7,12 @@ locking the real user out: each (user name, client address) pair waits twice as 
 failure past the third (up to 15 minutes), and one address may fail at most 30 times in 15
 minutes whatever the names; nothing ever blocks a user name from every address.
 
-A logged-in researcher is a name, their account's session version and a random CSRF nonce in
-Flask's signed session cookie (HttpOnly, SameSite=Lax). The version is checked against the
-database on every request, and logout or a new password increases it, so a saved cookie stops
-working everywhere at once. Every researcher form carries a CSRF token from study.security bound
+A logged-in researcher is a name, their account's session version, a random CSRF nonce and the
+login's and last request's times in Flask's signed session cookie (HttpOnly, SameSite=Lax). The
+version is checked against the database on every request, and logout or a new password increases
+it, so a saved cookie stops working everywhere at once. A login also ends on its own: after
+STUDY_ADMIN_IDLE_MINUTES without a request (default 30) and STUDY_ADMIN_SESSION_HOURS after it
+began however busy (default 8); a copy of the cookie ages with it, since the times are signed. Every researcher form carries a CSRF token from study.security bound
 to that login (name, version, nonce); the login form's token is bound to a nonce of its own.
 
 Roles are per study: a viewer sees progress, an analyst also downloads the pseudonymised exports,
@@ -26,10 +28,11 @@ import math
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Callable
 
-from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, session, url_for
 from sqlalchemy import delete, func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -53,11 +56,25 @@ class AccountError(ValueError):
     pass
 
 
+def _lifetime(variable: str, default: float, unit: str) -> dt.timedelta:
+    raw = os.environ.get(variable, "")
+    try:
+        value = float(raw) if raw.strip() else default
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise RuntimeError(f"{variable} must be a positive number of {unit}, not {raw!r}")
+    return dt.timedelta(**{unit: value})
+
+
 @bp.record_once
 def _cookie_settings(state) -> None:
     # The session cookie carries only the researcher's login (participants use URL tokens).
-    state.app.config.update(
-        SESSION_COOKIE_SAMESITE="Lax", PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=8),
+    config = state.app.config
+    config.setdefault("ADMIN_IDLE_TIMEOUT", _lifetime("STUDY_ADMIN_IDLE_MINUTES", 30, "minutes"))
+    config.setdefault("ADMIN_SESSION_LIFETIME", _lifetime("STUDY_ADMIN_SESSION_HOURS", 8, "hours"))
+    config.update(
+        SESSION_COOKIE_SAMESITE="Lax", PERMANENT_SESSION_LIFETIME=config["ADMIN_SESSION_LIFETIME"],
         # In production the dashboard is served over HTTPS only (deploy/nginx-study.conf).
         SESSION_COOKIE_SECURE=os.environ.get("STUDY_ENV") == "production",
     )
@@ -92,12 +109,24 @@ def current_user() -> Login | None:
     declares a write (study.db.begin_write)."""
     if "admin_user" not in g:
         name, version, found = session.get("admin"), session.get("version"), None
-        if isinstance(name, str):
+        if isinstance(name, str) and _login_current(time.time()):
             with db.engine.connect() as conn:
                 found = conn.execute(select(AdminUser.id, AdminUser.username).where(
                     AdminUser.username == name, AdminUser.session_version == version)).first()
+        if found:
+            session["seen_at"] = time.time()  # this request keeps the login from idling out
         g.admin_user = Login(*found) if found else None
     return g.admin_user
+
+
+def _login_current(now: float) -> bool:
+    """Neither idle too long nor older than the login lifetime (times from the signed cookie)."""
+    config = current_app.config
+    began, seen = session.get("login_at"), session.get("seen_at")
+    if not isinstance(began, (int, float)) or not isinstance(seen, (int, float)):
+        return False  # a cookie from before logins expired: log in again
+    return (now - began < config["ADMIN_SESSION_LIFETIME"].total_seconds()
+            and now - seen < config["ADMIN_IDLE_TIMEOUT"].total_seconds())
 
 
 def current_admin() -> str | None:
@@ -124,9 +153,26 @@ def role_of(study: Study, user: Login | None = None) -> str | None:
     return db.session.scalar(select(StudyRole.role).where(StudyRole.study_id == study.id, StudyRole.user_id == user.id))
 
 
-def has_role(study: Study, needed: str) -> bool:
-    role = role_of(study)
+def _at_least(role: str | None, needed: str) -> bool:
     return role is not None and RESEARCHER_ROLES.index(role) >= RESEARCHER_ROLES.index(needed)
+
+
+def has_role(study: Study, needed: str) -> bool:
+    return _at_least(role_of(study), needed)
+
+
+def act_for(study: Study, username: str, needed: str) -> str:
+    """The audit actor of a command run for researcher `username` (`flask --app study … --as
+    USER`), who must hold at least the `needed` role on `study`; AccountError otherwise."""
+    found = db.session.execute(select(AdminUser.id, AdminUser.username).where(AdminUser.username == username)).first() \
+        if USERNAME.fullmatch(username) else None
+    if found is None:
+        raise AccountError(f"there is no researcher {username!r}")
+    role = role_of(study, Login(*found))
+    if not _at_least(role, needed):
+        held = f"is {role} of" if role else "has no role on"
+        raise AccountError(f"{username!r} {held} study {study.slug!r}; this needs the {needed} role (ask its owner)")
+    return f"cli:{username}"
 
 
 def require_role(study: Study, needed: str) -> None:
@@ -207,7 +253,8 @@ def login():
                 db.session.commit()
                 session.clear()  # a fresh session on login: no fixation of a pre-login cookie
                 session.permanent = True
-                session.update(admin=user.username, version=user.session_version, csrf_nonce=secrets.token_hex(16))
+                session.update(admin=user.username, version=user.session_version, csrf_nonce=secrets.token_hex(16),
+                               login_at=time.time(), seen_at=time.time())
                 return redirect(_safe_next(request.args.get("next")), 303)
             db.session.add_all(LoginFailure(key=key, at=now) for key in keys.values())
             db.session.commit()

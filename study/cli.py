@@ -3,6 +3,12 @@ create-admin, grant, payments, delete-participant, purge-panel-ids.
 
 User mistakes (a bad config, a broken stimulus set, a duplicate study id) end with a short
 `Error: …` message and exit status 1, never a traceback.
+
+A command acts for the server's operator (who holds the database and the secret key anyway;
+audit actor `cli`) unless `--as USER` names the researcher it acts for: then it runs only if
+USER holds the study role it needs, the dashboard's own rule (analyst: export; owner: payments,
+open, close, delete-participant, purge-panel-ids, grant), and the audit log names `cli:USER`. A
+wrapper that lets researchers run commands (sudo) passes `--as "$SUDO_USER"`.
 """
 from __future__ import annotations
 
@@ -25,13 +31,35 @@ from study.models import CONDITIONS, RESEARCHER_ROLES, Study
 from study.security import session_mark
 from study.driver import DEFAULT_RETRY_FOR
 from study.simulate import AnswerModel, simulate, study_stimuli, summary
-from study.auth import AccountError, create_admin, grant
+from study.auth import AccountError, act_for, create_admin, grant
 from study.backup import BackupError, backup, default_path
 from study.export import Selection, csv_chunks, export_all, export_psychds, left_out_counts, write_atomically
 from study.lifecycle import LifecycleError, close_study, find_study, open_study
 from study.payments import COLUMNS as PAYMENT_COLUMNS, payment_rows
 from study.privacy import delete_participant, purge_panel_ids
 from study.studies import StudyExists, create_study
+
+
+def as_option(command):
+    return click.option("--as", "as_user", default=None, metavar="USER",
+                        help="Act for this researcher: refused unless USER holds the study role this needs; logged as cli:USER.")(command)
+
+
+def _actor(study: Study, as_user: str | None, needed: str) -> str:
+    """`cli` for the operator, `cli:USER` once USER's role on the study allows the command."""
+    if as_user is None:
+        return "cli"
+    try:
+        return act_for(study, as_user, needed)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _study(slug: str) -> Study:
+    try:
+        return find_study(slug)
+    except LifecycleError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("init-db")
@@ -73,12 +101,18 @@ def create_study_command(config: Path, stimuli_dir: Path, owner: str | None) -> 
 @click.option("--include-pilots", is_flag=True, help="Keep pilot sessions.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "psych-ds"]), default="csv", show_default=True,
               help="csv: responses.csv, participants.csv, data_dictionary.csv; psych-ds: a Psych-DS dataset folder of the responses.")
+@as_option
 def export_command(out_dir: Path, study_slug: str | None, include_withdrawn: bool, include_bots: bool,
-                   include_pilots: bool, fmt: str) -> None:
+                   include_pilots: bool, fmt: str, as_user: str | None) -> None:
     """Write OUT/responses.csv (one row per answer), participants.csv and data_dictionary.csv,
     or with --format psych-ds a Psych-DS folder (dataset_description.json, data/study-<id>_data.csv)."""
-    if study_slug is not None and db.session.scalar(select(Study.id).where(Study.slug == study_slug)) is None:
+    study = db.session.scalar(select(Study).where(Study.slug == study_slug)) if study_slug is not None else None
+    if study_slug is not None and study is None:
         raise click.BadParameter(f"no study {study_slug!r} in this database", param_hint="--study")
+    if as_user is not None:
+        if study is None:
+            raise click.UsageError("--as needs --study: a researcher's roles are per study")
+        _actor(study, as_user, "analyst")
     selection = Selection(study_slug, include_withdrawn, include_bots, include_pilots)
     left_out = left_out_counts(selection)
     try:
@@ -181,11 +215,12 @@ def simulate_command(url: str, slug: str | None, participants: int, concurrency:
 @click.command("open")
 @with_appcontext
 @click.argument("slug")
-def open_command(slug: str) -> None:
+@as_option
+def open_command(slug: str, as_user: str | None) -> None:
     """Open (or reopen) study SLUG to new participants, if it is unchanged since it was frozen."""
+    study = _study(slug)
     try:
-        study = find_study(slug)
-        open_study(study, "cli")
+        open_study(study, _actor(study, as_user, "owner"))
     except LifecycleError as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
@@ -195,12 +230,11 @@ def open_command(slug: str) -> None:
 @click.command("close")
 @with_appcontext
 @click.argument("slug")
-def close_command(slug: str) -> None:
+@as_option
+def close_command(slug: str, as_user: str | None) -> None:
     """Close study SLUG: no new sessions; sessions already running may finish."""
-    try:
-        close_study(find_study(slug), "cli")
-    except LifecycleError as exc:
-        raise click.ClickException(str(exc)) from None
+    study = _study(slug)
+    close_study(study, _actor(study, as_user, "owner"))
     db.session.commit()
     click.echo(f"study {slug!r} is closed to new participants")
 
@@ -240,12 +274,12 @@ def create_admin_command(username: str, password: str) -> None:
 @with_appcontext
 @click.argument("slug")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV file to write.")
-def payments_command(slug: str, out: Path) -> None:
-    """Write the payment and bonus list of study SLUG (completed real sessions; same data, same file)."""
-    try:
-        study = find_study(slug)
-    except LifecycleError as exc:
-        raise click.ClickException(str(exc)) from None
+@as_option
+def payments_command(slug: str, out: Path, as_user: str | None) -> None:
+    """Write the payment and bonus list of study SLUG (completed real sessions; same data, same file).
+    It holds raw panel ids: for owners only."""
+    study = _study(slug)
+    _actor(study, as_user, "owner")
     try:
         rows = write_atomically(out, csv_chunks(PAYMENT_COLUMNS, payment_rows(study)))
     except OSError as exc:
@@ -258,15 +292,14 @@ def payments_command(slug: str, out: Path) -> None:
 @click.argument("panel_id")
 @click.option("--study", "slug", default=None, help="Only in this study (default: every study).")
 @click.confirmation_option(prompt="Delete this participant's sessions and answers for good?")
-def delete_participant_command(panel_id: str, slug: str | None) -> None:
+@as_option
+def delete_participant_command(panel_id: str, slug: str | None, as_user: str | None) -> None:
     """Delete every session and answer of the participant with PANEL_ID (Prolific id, MTurk
     worker id or link id), e.g. on a withdrawal-of-data request. The deletion is logged."""
-    if slug is not None:
-        try:
-            find_study(slug)
-        except LifecycleError as exc:
-            raise click.ClickException(str(exc)) from None
-    deleted = delete_participant(panel_id, "cli", slug)
+    if as_user is not None and slug is None:
+        raise click.UsageError("--as needs --study: a researcher's roles are per study")
+    actor = _actor(_study(slug), as_user, "owner") if slug is not None else "cli"
+    deleted = delete_participant(panel_id, actor, slug)
     db.session.commit()
     click.echo(f"deleted {deleted['sessions']} session(s) and {deleted['answers']} answer(s)")
 
@@ -276,11 +309,13 @@ def delete_participant_command(panel_id: str, slug: str | None) -> None:
 @click.argument("username")
 @click.argument("slug")
 @click.argument("role", type=click.Choice([*RESEARCHER_ROLES, "none"]))
-def grant_command(username: str, slug: str, role: str) -> None:
+@as_option
+def grant_command(username: str, slug: str, role: str, as_user: str | None) -> None:
     """Give researcher USERNAME a ROLE on study SLUG (viewer, analyst, owner; none takes it away)."""
+    study = _study(slug)
     try:
-        grant(find_study(slug), username, None if role == "none" else role, "cli")
-    except (LifecycleError, AccountError) as exc:
+        grant(study, username, None if role == "none" else role, _actor(study, as_user, "owner"))
+    except AccountError as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
     click.echo(f"{username!r} is {'no longer on' if role == 'none' else f'{role} of'} study {slug!r}")
@@ -291,14 +326,13 @@ def grant_command(username: str, slug: str, role: str) -> None:
 @click.argument("slug")
 @click.option("--older-than-days", type=click.IntRange(0), default=None,
               help="Default: the study's keep_panel_ids_days.")
-def purge_panel_ids_command(slug: str, older_than_days: int | None) -> None:
+@as_option
+def purge_panel_ids_command(slug: str, older_than_days: int | None, as_user: str | None) -> None:
     """Forget the raw panel ids of SLUG's sessions that ended long enough ago (paid by then)."""
-    try:
-        study = find_study(slug)
-    except LifecycleError as exc:
-        raise click.ClickException(str(exc)) from None
+    study = _study(slug)
+    actor = _actor(study, as_user, "owner")
     days = older_than_days if older_than_days is not None else config_from_dict(study.config).keep_panel_ids_days
-    n = purge_panel_ids(study, days, "cli", utcnow())
+    n = purge_panel_ids(study, days, actor, utcnow())
     db.session.commit()
     click.echo(f"forgot the panel ids of {n} session(s) that ended more than {days} day(s) ago")
 

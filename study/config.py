@@ -101,6 +101,9 @@ class Admission:
     new_sessions_per_address_per_hour: int = 20  # counted per client address, marked sessions aside
     new_sessions_per_minute: int = 60  # for the whole study
     start_lease_minutes: float = 5.0  # a place held by a session that has not begun the instructions
+    # Sessions one person may have in this study, one after another (1: no repeats). A repeat
+    # starts only once the latest has been completed or withdrawn (study.identity.may_repeat).
+    sessions_per_person: int = 1
 
     @property
     def start_lease(self) -> dt.timedelta:
@@ -194,7 +197,7 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     problems += _unknown(payment, {"currency", "base", "bonus_per_correct_label"}, "payment.")
     problems += _unknown(admission, {f.name for f in dataclasses.fields(Admission)}, "admission.")
     _typed(admission, "anonymous_link", bool, problems, "admission.")
-    for key in ("new_sessions_per_address_per_hour", "new_sessions_per_minute"):
+    for key in ("new_sessions_per_address_per_hour", "new_sessions_per_minute", "sessions_per_person"):
         limit = _typed(admission, key, int, problems, "admission.")
         if limit is not None and limit < 1:
             problems.append(f"admission.{key} must be at least 1")

@@ -20,7 +20,9 @@ from markupsafe import Markup
 from sqlalchemy import and_, case, func, select
 
 from study import charts
-from study.auth import admin_csrf, admin_required, check_admin_csrf, current_admin, current_user, require_role
+from study.api import server_seconds_per_answer
+from study.auth import admin_csrf, admin_required, check_admin_csrf, current_admin, current_user, has_role, require_role
+from study.config import config_from_dict
 from study.db import begin_write, db, utcnow
 from study.export import EXPORTS, Selection, csv_chunks, dictionary_csv
 from study.health import write_problem
@@ -32,8 +34,6 @@ from study.security import session_mark
 
 bp = Blueprint("dashboard", __name__, url_prefix="/admin")
 
-TOO_FAST_MS = 250  # answers faster than this are hardly read
-TOO_FAST_SHARE = 0.3  # sessions with more than this share of such answers are flagged
 FUNNEL = ("consented", "assigned", "instructed", "in_task", "completed")
 FLAGGABLE = (*ACTIVE_STATES, "timed_out", "completed", "screened_out")
 PER_PAGE = 50
@@ -41,7 +41,7 @@ PER_PAGE = 50
 STIMULUS_COLUMNS = {"stimulus_id": "Stimulus", "condition": "Condition", "source_id": "Source", "label": "Label answers",
                     "rate": "Rating answers"}
 SESSION_COLUMNS = {"session_id": "Session", "kind": "Kind", "state": "State", "list": "List", "answers": "Answers",
-                   "catch_failed": "Catch failed", "too_fast": "Too fast", "last_seen_at": "Last activity"}
+                   "catch_failed": "Catch failed", "seconds_per_answer": "Seconds per answer", "last_seen_at": "Last activity"}
 
 
 def get_study(slug: str, needed: str = "viewer") -> Study:
@@ -59,8 +59,13 @@ def _kinds(all_sessions: bool) -> list:
 
 
 def progress(study: Study, all_sessions: bool) -> dict[str, Any]:
-    """Everything the dashboard shows about a running study, as plain data."""
+    """Everything the dashboard shows about a running study, as plain data.
+
+    Speed is the server's measure (study.api.server_seconds_per_answer, the too-fast screening's
+    own): a session answering faster than the study's min_seconds_per_answer is flagged while it
+    runs, before the screening ends it; a client's reported reaction times cannot hide it."""
     ps, now = ParticipantSession, utcnow()
+    min_pace = config_from_dict(study.config).min_seconds_per_answer
     kinds = [ps.study_id == study.id, *_kinds(all_sessions)]
     by_state = dict(db.session.execute(select(ps.state, func.count()).where(*kinds).group_by(ps.state)).all())
     funnel = db.session.execute(select(*[func.count(getattr(ps, f"{s}_at")) for s in FUNNEL]).where(*kinds)).one()
@@ -75,21 +80,23 @@ def progress(study: Study, all_sessions: bool) -> dict[str, Any]:
         .outerjoin(answers, answers.c.stimulus_id == Stimulus.id)
         .where(Stimulus.study_id == study.id, Stimulus.role == "experimental")
         .group_by(Stimulus.key, Stimulus.condition, Stimulus.source_id).order_by(Stimulus.key)).all()
-    answered = (select(Answer.session_id, func.count().label("n"),
-                       func.sum(case((Answer.rt_ms < TOO_FAST_MS, 1), else_=0)).label("fast"))
+    answered = (select(Answer.session_id, func.count().label("n"), func.max(Answer.received_at).label("last"))
                 .group_by(Answer.session_id).subquery())
     sessions = db.session.execute(
         select(ps.public_id, ps.state, ps.last_seen_at, ps.catch_failed, ps.is_bot, ps.is_pilot, AssignmentList.name,
-               func.coalesce(answered.c.n, 0), func.coalesce(answered.c.fast, 0), ps.plan)
+               func.coalesce(answered.c.n, 0), answered.c.last, ps.instructed_at, ps.plan)
         .outerjoin(answered, answered.c.session_id == ps.id).outerjoin(AssignmentList, AssignmentList.id == ps.assignment_list_id)
         .where(*kinds).order_by(ps.last_seen_at.desc())).all()
     every, active, flagged = [], [], []
-    for public_id, state, last_seen, catch_failed, is_bot, is_pilot, list_name, n, fast, plan in sessions:
+    for public_id, state, last_seen, catch_failed, is_bot, is_pilot, list_name, n, last, instructed, plan in sessions:
+        pace = server_seconds_per_answer(instructed, last, n)
         row = {"session_id": public_id, "state": state, "list": list_name, "answers": n, "trials": len(plan or []),
                "last_seen_at": last_seen.isoformat(timespec="seconds") + "Z" if last_seen else None,
                "idle_s": round((now - last_seen).total_seconds()) if last_seen else None,
-               "catch_failed": catch_failed, "too_fast": fast, "kind": "bot" if is_bot else "pilot" if is_pilot else "real"}
-        row["flagged"] = state in FLAGGABLE and bool(catch_failed or (n and fast / n > TOO_FAST_SHARE))
+               "catch_failed": catch_failed, "seconds_per_answer": round(pace, 2) if pace is not None else None,
+               "too_fast": not is_bot and pace is not None and pace < min_pace,
+               "kind": "bot" if is_bot else "pilot" if is_pilot else "real"}
+        row["flagged"] = state in FLAGGABLE and bool(catch_failed or row["too_fast"])
         every.append(row)
         if state in ACTIVE_STATES:
             active.append(row)
@@ -105,11 +112,12 @@ def progress(study: Study, all_sessions: bool) -> dict[str, Any]:
                                  for k, c, s, nl, nr in per_stimulus],
         "active": active, "flagged": flagged, "sessions_list": every,
         "catch_failed": sum(1 for r in flagged if r["catch_failed"]),
-        "too_fast": sum(1 for r in flagged if r["answers"] and r["too_fast"] / r["answers"] > TOO_FAST_SHARE),
-        "too_fast_rule": f"more than {TOO_FAST_SHARE:.0%} of answers under {TOO_FAST_MS} ms",
+        "too_fast": sum(1 for r in flagged if r["too_fast"]),
+        "too_fast_rule": f"under {min_pace:g} s per answer by the server's clock, instructions to last answer"
+                         if min_pace else "no minimum set (min_seconds_per_answer = 0)",
         "lists": _list_fill(study, every),
         "condition_means": _condition_means(answers),
-        "seconds_per_answer": _seconds_per_answer(kinds),
+        "seconds_per_answer": _median_seconds_per_answer(every),
     }
 
 
@@ -147,19 +155,16 @@ def _condition_means(answers) -> list[dict[str, Any]]:
     return [rows[c] for c in sorted(rows)]
 
 
-def _seconds_per_answer(kinds: list) -> float | None:
-    """Median over completed sessions of (last answer - first image shown) / answers: the measure
-    to set a config's seconds_per_answer from after a pilot."""
-    ps = ParticipantSession
-    spans = db.session.execute(
-        select(func.min(Answer.presented_at), func.max(Answer.responded_at), func.count())
-        .join(ps, ps.id == Answer.session_id).where(*kinds, ps.state == "completed").group_by(Answer.session_id)).all()
-    per_answer = [(last - first).total_seconds() / n for first, last, n in spans if first and last and n]
-    return round(statistics.median(per_answer), 2) if per_answer else None
+def _median_seconds_per_answer(sessions: list[dict[str, Any]]) -> float | None:
+    """Median server-timed seconds per answer of completed sessions: the measure to set a config's
+    seconds_per_answer from after a pilot."""
+    paces = [s["seconds_per_answer"] for s in sessions if s["state"] == "completed" and s["seconds_per_answer"] is not None]
+    return round(statistics.median(paces), 2) if paces else None
 
 
 def panel_links(study: Study) -> dict[str, str]:
-    """The entry link to give each panel the study recruits on, plus a pilot link."""
+    """The entry link to give each panel the study recruits on, plus, for owners, a pilot link
+    (its signed mark passes the admission limits and any panel: a capability, not a view)."""
     entry = url_for("participant.entry", slug=study.slug, _external=True)
     links = {
         "prolific": entry + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
@@ -168,7 +173,8 @@ def panel_links(study: Study) -> dict[str, str]:
         "link": entry + "?participant=ID",  # or the bare entry link for anonymous participants
     }
     shown = {panel: links[panel] for panel in study.config.get("panels", links)}
-    shown["pilot"] = entry + "?participant=pilot-NAME&mark=" + session_mark(study.slug, "pilot")
+    if has_role(study, "owner"):
+        shown["pilot"] = entry + "?participant=pilot-NAME&mark=" + session_mark(study.slug, "pilot")
     return shown
 
 

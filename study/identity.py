@@ -17,6 +17,11 @@ either: one that was declined, or that has not begun the task and showed no sign
 a page shown) for a whole start lease, is replaced by the next arrival's own consent, so a guesser who arrives first with someone's id
 blocks them for minutes at most and cannot decline for them.
 
+One person has one session per study unless the study allows repeats
+([admission] sessions_per_person): then a new session may begin once the latest one was completed
+or withdrawn, never while one is in progress (that one resumes) nor after a screening (which a
+retry would undo). Coming back with the finished submission's own id still finds that session.
+
 The session token in /s/<token> URLs stays the key to the session itself, so a refresh, the back
 button and the plain link's resume offer (study/static/resume.js) work without the cookie.
 """
@@ -70,6 +75,17 @@ def is_owner(session: ParticipantSession, entry: Entry, slug: str) -> bool:
         return True
     given = submission_hash(entry)
     return bool(given and session.submission_hash and hmac.compare_digest(given, session.submission_hash))
+
+
+REPEAT_AFTER = ("completed", "withdrawn")
+
+
+def may_repeat(latest: ParticipantSession, entry: Entry, sessions_per_person: int) -> bool:
+    """May this arrival start another session of the person whose latest session is `latest`?"""
+    if latest.state not in REPEAT_AFTER or latest.attempt >= sessions_per_person:
+        return False
+    given = submission_hash(entry)
+    return not (given and latest.submission_hash and hmac.compare_digest(given, latest.submission_hash))
 
 
 def replaceable(session: ParticipantSession, now: dt.datetime, start_lease: dt.timedelta) -> bool:

@@ -117,7 +117,9 @@ class AssignmentList(db.Model):
 class ParticipantSession(db.Model):
     __tablename__ = "participant_session"
     __table_args__ = (
-        UniqueConstraint("study_id", "participant_hash"),  # one session per participant per study
+        # A person's sessions of one study, numbered: one unless the study allows repeats
+        # ([admission] sessions_per_person); concurrent consents of one person race for a number.
+        UniqueConstraint("study_id", "participant_hash", "attempt", name="uq_session_person_attempt"),
         Index("ix_session_study_state", "study_id", "state"),
     )
 
@@ -127,6 +129,7 @@ class ParticipantSession(db.Model):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
     participant_hash: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # this person's n-th session here
     panel: Mapped[str] = mapped_column(String(16))
     # Raw panel ids (Prolific PID, MTurk worker/assignment ids): kept only here, for payment, and
     # only until `flask --app study purge-panel-ids` (never for a declined session).

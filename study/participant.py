@@ -101,10 +101,12 @@ def _parsed_entry(slug: str, config: StudyConfig, args) -> tuple[Entry, str | No
 
 
 def _existing(study: Study, found: Entry) -> ParticipantSession | None:
+    """The person's latest session of this study."""
     if not found.identity:
         return None
     return db.session.scalar(select(ParticipantSession).where(
-        ParticipantSession.study_id == study.id, ParticipantSession.participant_hash == participant_hash(found.identity)))
+        ParticipantSession.study_id == study.id, ParticipantSession.participant_hash == participant_hash(found.identity))
+        .order_by(ParticipantSession.attempt.desc()).limit(1))
 
 
 def _refuse(study: Study, panel: str, reason: str, status: int, session: ParticipantSession | None = None):
@@ -126,7 +128,8 @@ def entry(slug: str):
     if found.preview:
         return render_template("preview.html", study=study, config=config)
     existing = _existing(study, found)
-    if existing is not None:  # a repeat visit resumes, it never restarts; but only for the owner
+    repeat = existing is not None and identity.may_repeat(existing, found, config.admission.sessions_per_person)
+    if existing is not None and not repeat:  # a repeat visit resumes, it never restarts; but only for the owner
         if identity.is_owner(existing, found, slug):
             return redirect(home_url(existing), 303)
         if not identity.replaceable(existing, utcnow(), config.admission.start_lease):
@@ -154,11 +157,13 @@ def consent(slug: str):
         abort(400, "Please choose whether you agree to take part.")
     now = utcnow()
     existing = _existing(study, found)
-    if existing is not None:
+    attempt = 1 if existing is None else existing.attempt + 1
+    if existing is not None and not identity.may_repeat(existing, found, config.admission.sessions_per_person):
         if identity.is_owner(existing, found, slug):
             return redirect(home_url(existing), 303)
         if not identity.replaceable(existing, now, config.admission.start_lease):
             return _refuse(study, found.panel, "open_elsewhere", 409, existing)
+        attempt = existing.attempt  # the replaced session's number: it never counted
         # Nothing of it was used (no instructions, no answers): this arrival's own consent counts.
         audit("participant", "session_replaced", study=study.slug, session_id=existing.public_id, state=existing.state)
         db.session.execute(delete(PageView).where(PageView.session_id == existing.id))
@@ -174,8 +179,8 @@ def consent(slug: str):
     phash = participant_hash(found.identity or "anon" + secrets.token_hex(16))
     key, key_hash = identity.new_browser_key()
     session = ParticipantSession(
-        public_id=secrets.token_hex(16), study=study, participant_hash=phash, panel=found.panel, panel_ids=found.ids,
-        state="consented", consented_at=now, catch_failed=0, is_bot=mark == "bot", is_pilot=mark == "pilot",
+        public_id=secrets.token_hex(16), study=study, participant_hash=phash, attempt=attempt, panel=found.panel,
+        panel_ids=found.ids, state="consented", consented_at=now, catch_failed=0, is_bot=mark == "bot", is_pilot=mark == "pilot",
         consent_version=hashlib.sha256(config.texts.consent.encode()).hexdigest(),
         user_agent=request.headers.get("User-Agent", "")[:500],
         browser_key_hash=key_hash, submission_hash=identity.submission_hash(found),

@@ -6,16 +6,18 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import time
 
 import pandas as pd
 import pytest
 from sqlalchemy import func, select, text
 
+from study.config import parse_config
 from study.db import db
 from study.driver import Participant
 from study.models import AuditEvent, ParticipantSession
 from study.security import session_mark, session_token
-from studyhelp import make_app, stimset  # noqa: F401  (fixtures)
+from studyhelp import BASE_CONFIG, app_with_study, make_app, stimset  # noqa: F401  (fixtures)
 
 PASSWORD = "correct horse battery"
 HOSTILE = "{{7*7}}<script>alert(1)</script>' OR 1=1; DROP TABLE answer;--"
@@ -79,6 +81,35 @@ def test_login_rate_limit_is_shared_by_workers_and_anonymous_users_see_nothing(a
     assert blocked.get("/admin/").status_code == 302
 
 
+def test_logins_end_after_an_idle_time_and_after_their_lifetime(stimset, tmp_path, monkeypatch):
+    # The lifetimes live in the signed cookie, so one database shows them.
+    monkeypatch.setenv("STUDY_ADMIN_IDLE_MINUTES", "0.03")  # 1.8 s without a request
+    monkeypatch.setenv("STUDY_ADMIN_SESSION_HOURS", "0.001")  # 3.6 s however busy
+    app = app_with_study(f"sqlite:///{tmp_path / 'study.sqlite'}", parse_config(BASE_CONFIG), stimset)
+    assert app.test_cli_runner().invoke(args=["create-admin", "ada", "--password", PASSWORD]).exit_code == 0
+    assert app.test_cli_runner().invoke(args=["grant", "ada", "test-study", "viewer"]).exit_code == 0
+    busy, idle = app.test_client(), app.test_client()
+    assert login(busy).status_code == login(idle).status_code == 303
+    began = time.monotonic()
+    while time.monotonic() - began < 2.7:  # a request every 0.9 s keeps a login alive ...
+        assert busy.get("/admin/study/test-study").status_code == 200
+        time.sleep(0.9)
+    saved = busy.get_cookie("session").value
+    reply = idle.get("/admin/study/test-study")  # ... and 2.7 s without one ends it
+    assert reply.status_code == 302 and reply.headers["Location"].startswith("/admin/login")
+    time.sleep(max(0.0, 3.7 - (time.monotonic() - began)))
+    assert busy.get("/admin/study/test-study").status_code == 302  # past its lifetime
+    replay = app.test_client()
+    replay.set_cookie("session", saved)
+    assert replay.get("/admin/").status_code == 302  # a copy of the cookie ages with it
+
+    from study import create_app
+
+    monkeypatch.setenv("STUDY_ADMIN_IDLE_MINUTES", "soon")
+    with pytest.raises(RuntimeError, match="STUDY_ADMIN_IDLE_MINUTES must be a positive number of minutes"):
+        create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"], "SECRET_KEY": "test-secret"})
+
+
 def test_dashboard_progress_exports_payments_and_deletion(app, tmp_path):
     client = app.test_client()
     assert login(client).status_code == 303
@@ -132,6 +163,45 @@ def test_dashboard_progress_exports_payments_and_deletion(app, tmp_path):
         assert event.actor == "admin:ada" and event.detail["answers"] == len(real.data["trials"])
         assert "RAWPID" not in str(event.detail)
     assert "deleted 0 session(s)" in app.test_cli_runner().invoke(args=["delete-participant", "nobody", "--yes"]).output
+
+
+def test_commands_run_for_a_researcher_need_that_researchers_role(app, tmp_path):
+    def flask(*args: str):
+        return app.test_cli_runner().invoke(args=list(args))
+
+    for name in ("ana", "vic"):
+        assert flask("create-admin", name, "--password", PASSWORD).exit_code == 0
+    assert flask("grant", "ana", "test-study", "analyst", "--as", "ada").exit_code == 0
+    refused = flask("grant", "vic", "test-study", "owner", "--as", "ana")
+    assert refused.exit_code == 1 and "'ana' is analyst of study 'test-study'; this needs the owner role" in refused.output
+    assert flask("grant", "vic", "test-study", "viewer", "--as", "ada").exit_code == 0
+    run(app, PROLIFIC_PID="RAWPID-CLI")
+
+    # Payments hold raw panel ids: owners only.
+    pay = tmp_path / "pay.csv"
+    refused = flask("payments", "test-study", "--out", str(pay), "--as", "ana")
+    assert refused.exit_code == 1 and "needs the owner role" in refused.output and not pay.exists()
+    assert flask("payments", "test-study", "--out", str(pay), "--as", "ada").exit_code == 0
+    assert "RAWPID-CLI" in pay.read_text()
+    # Exports are pseudonymised: analysts and owners, not viewers; roles are per study.
+    out = tmp_path / "export"
+    refused = flask("export", "--out", str(out), "--study", "test-study", "--as", "vic")
+    assert refused.exit_code == 1 and "'vic' is viewer of study" in refused.output and not out.exists()
+    assert flask("export", "--out", str(out), "--as", "ana").exit_code == 2  # --as needs --study
+    assert flask("export", "--out", str(out), "--study", "test-study", "--as", "ana").exit_code == 0
+    assert not any("RAWPID" in f.read_text() for f in out.iterdir())
+    assert "no researcher 'mallory'" in flask("close", "test-study", "--as", "mallory").output
+
+    # Changes name the researcher in the audit log; an analyst cannot make them.
+    assert flask("close", "test-study", "--as", "ana").exit_code == 1
+    assert flask("delete-participant", "RAWPID-CLI", "--study", "test-study", "--yes", "--as", "ana").exit_code == 1
+    assert flask("close", "test-study", "--as", "ada").exit_code == 0
+    assert "deleted 1 session(s)" in flask("delete-participant", "RAWPID-CLI", "--study", "test-study", "--yes", "--as", "ada").output
+    with app.app_context():
+        actors = dict(db.session.execute(select(AuditEvent.action, AuditEvent.actor)
+                                         .where(AuditEvent.action.in_(("close", "delete_participant")))).all())
+        assert actors == {"close": "cli:ada", "delete_participant": "cli:ada"}
+        assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.actor == "cli:ada")) == 4
 
 
 def test_no_get_changes_state_and_every_researcher_post_needs_csrf(app):

