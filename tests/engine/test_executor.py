@@ -91,6 +91,9 @@ def test_a_cancelled_task_is_reported_with_its_log_and_retried(on_slurm):
     assert "ended CANCELLED" in report and "retry 1/1" in report
     log = Path(report.split("; log ")[1].split(";")[0])
     assert log.is_file() and log.is_relative_to(root / "logs")
+    # The progress bar counts the array's tasks as squeue sees them, to the end.
+    shown = re.findall(r"(\d+) queued, (\d+) running, (\d+) done", err)
+    assert any(running != "0" for _, running, _ in shown) and shown[-1] == ("0", "0", "2"), shown
 
 
 @pytest.mark.slurm
