@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -147,13 +148,18 @@ def arrive(base_url: str, slug: str, address: str) -> int:
     return client.post_form(f"/study/{slug}/consent", {**hidden_fields(entry), "choice": "agree"}).status
 
 
-def login(base_url: str, cookie: str, address: str, password: str) -> tuple[int, str]:
-    """One login attempt as `ada` with the login page's cookie (the instances share the key that signs it)."""
-    client = Client(base_url, "", retry_for=10, address=address)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', client.request("GET", "/admin/login", headers={"Cookie": cookie}).text)
-    reply = client.request("POST", "/admin/login", f"csrf_token={token.group(1)}&username=ada&password={password}".encode(),
-                           {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
-    return reply.status, reply.text
+def login_form(base_url: str, address: str) -> tuple[str, str]:
+    """The login page's cookie and CSRF token (the instances share the key that signs both)."""
+    page = Client(base_url, "", retry_for=10, address=address).request("GET", "/admin/login")
+    return page.headers["set-cookie"].split(";")[0], re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def login(base_url: str, form: tuple[str, str], address: str, password: str) -> Reply:
+    """One login attempt as `ada` with that cookie and token."""
+    cookie, token = form
+    return Client(base_url, "", retry_for=10, address=address).request(
+        "POST", "/admin/login", f"csrf_token={token}&username=ada&password={password}".encode(),
+        {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
 
 
 @pytest.mark.postgres
@@ -169,10 +175,15 @@ def test_admission_limits_and_the_login_back_off_count_arrivals_on_both_instance
     assert outcomes == ["admitted"] * 3 + ["per_address", "per_minute"]  # a repeat within 10 s is one row
 
     # Three free failures per (name, address), counted over both instances; then a back-off on both.
-    cookie = Client(a, "", address="192.0.2.5").request("GET", "/admin/login").headers["set-cookie"].split(";")[0]
-    tries = [login(url, cookie, "192.0.2.5", "wrong" * 3) for url in (a, b, a, b, a)]
-    assert [status for status, _ in tries] == [401, 401, 401, 429, 429], [status for status, _ in tries]
-    assert "Too many failed logins" in tries[3][1]
+    form = login_form(a, "192.0.2.5")
+    tries = [login(url, form, "192.0.2.5", "wrong" * 3) for url in (a, b, a, b, a)]
+    assert [reply.status for reply in tries] == [401, 401, 401, 429, 429]
+    assert "Too many failed logins" in tries[3].text
+    # Sent all at once, half to each instance (four threads each), they get no more free tries.
+    form = login_form(b, "192.0.2.6")
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(lambda url: login(url, form, "192.0.2.6", "wrong" * 3).status, (a, b) * 4))
+    assert statuses == [401] * 3 + [429] * 5
 
 
 @pytest.mark.postgres
