@@ -37,7 +37,7 @@ def sidecar_path(path: Path) -> Path:
 
 
 def save(model: nn.Module, meta: dict, path: Path) -> dict:
-    """Write the weights and the sidecar; returns the sidecar with `checkpoint_sha256` filled in."""
+    """Write the weights and the sidecar; returns the sidecar (with `checkpoint_sha256`) as written."""
     # Each file appears whole (write, then rename), the sidecar last: a concurrent reader that finds
     # the sidecar finds the weights it describes.
     path = Path(path)
@@ -50,9 +50,12 @@ def save(model: nn.Module, meta: dict, path: Path) -> dict:
     tmp.write_bytes(buffer.getvalue())
     meta = {**meta, "checkpoint_sha256": sha256_file(tmp)}
     os.replace(tmp, path)
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    sidecar = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    tmp.write_text(sidecar)
     os.replace(tmp, sidecar_path(path))
-    return meta
+    # The sidecar as `load` reads it back (sorted keys, JSON types): a model trained now and the same
+    # model loaded from the cache give the same metadata, so a stimulus manifest has the same bytes.
+    return json.loads(sidecar)
 
 
 def read_sidecar(path: Path) -> dict:

@@ -94,15 +94,17 @@ class SessionRow:
 
 
 # A session's plan never changes once it is assigned, so each worker keeps the plans it has read
-# (a few KB each; the oldest go first) instead of decoding one with every answer.
-_plan_cache: dict[tuple[str, int], list[list[Any]]] = {}
+# (a few KB each; the oldest go first) instead of decoding one with every answer. Keyed by the
+# public id, which is never reused: SQLite gives a new row the id of a deleted newest one (a
+# participant deleted on request), and that newcomer must not get the deleted session's plan.
+_plan_cache: dict[tuple[str, str], list[list[Any]]] = {}
 PLAN_CACHE_SIZE = 2000
 
 
-def session_plan(session_id: int) -> list[list[Any]] | None:
-    key = (str(db.engine.url), session_id)
+def session_plan(public_id: str) -> list[list[Any]] | None:
+    key = (str(db.engine.url), public_id)
     if key not in _plan_cache:
-        plan = db.session.scalar(select(ParticipantSession.plan).where(ParticipantSession.id == session_id))
+        plan = db.session.scalar(select(ParticipantSession.plan).where(ParticipantSession.public_id == public_id))
         if plan is None:
             return None
         _bounded_put(_plan_cache, key, plan)
@@ -199,7 +201,9 @@ def _insert_while_in_task(dialect: str):
     columns = [c for c in Answer.__table__.c if c.name != "id"]
     params = {c.name: bindparam(c.name, type_=c.type) for c in columns}
     sessions = ParticipantSession.__table__
-    values = select(*params.values()).where(sessions.c.id == params["session_id"], sessions.c.state == literal("in_task"),
+    # The public id too: the row id alone may since belong to another session (see _plan_cache).
+    values = select(*params.values()).where(sessions.c.id == params["session_id"], sessions.c.public_id == bindparam("public_id"),
+                                            sessions.c.state == literal("in_task"),
                                             _due(params["session_id"]).scalar_subquery() == params["trial_index"])
     return _insert(dialect).from_select([c.name for c in columns], values)
 
@@ -227,8 +231,8 @@ def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool,
     seen = _in_task.get(key)
     if seen is not None and now < seen.touch_due:
         study = study_facts(seen.study_id)
-        row = _validated(payload, seen.session_id, session_plan(seen.session_id), study, now)
-        if not _fails_catch(row, study) and _insert_if_in_task(row, now):
+        row = _validated(payload, seen.session_id, session_plan(public_id), study, now)
+        if not _fails_catch(row, study) and _insert_if_in_task(row, public_id, now):
             return True, "in_task"
         _in_task.pop(key, None)
     stored, state, last_seen_at, session = _record_in_transaction(public_id, payload, now)
@@ -239,11 +243,11 @@ def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool,
     return stored, state
 
 
-def _insert_if_in_task(row: dict[str, Any], now: dt.datetime) -> bool:
+def _insert_if_in_task(row: dict[str, Any], public_id: str, now: dt.datetime) -> bool:
     """The fast path: one statement on a connection of its own; False when no row was stored."""
     with db.engine.connect() as conn:
         stored = single_statement(conn).execute(
-            _insert_while_in_task(db.engine.dialect.name), {**row, "received_at": now}).scalar()
+            _insert_while_in_task(db.engine.dialect.name), {**row, "received_at": now, "public_id": public_id}).scalar()
         conn.commit()
     return stored is not None
 
@@ -272,7 +276,7 @@ def _record_in_transaction(public_id: str, payload: Any, now: dt.datetime
     if session.state not in ANSWERABLE_STATES:
         raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
     study = study_facts(session.study_id)
-    row = _validated(payload, session.id, session_plan(session.id), study, now)
+    row = _validated(payload, session.id, session_plan(public_id), study, now)
     due = db.session.scalar(_NEXT, {"sid": session.id})
     if row["trial_index"] > due:
         raise AnswerError(409, f"trial {row['trial_index']} came before trial {due}: answers are taken in the order "

@@ -2,7 +2,8 @@
 per-study roles.
 
 Passwords are stored as werkzeug.security hashes (scrypt). Failed logins are rows in the
-database, so throttling holds across all gunicorn workers and servers. It slows guessing without
+database (and attempts from one address take turns), so throttling holds across all gunicorn
+workers and servers, also for attempts sent all at once. It slows guessing without
 locking the real user out: each (user name, client address) pair waits twice as long after each
 failure past the third (up to 15 minutes), and one address may fail at most 30 times in 15
 minutes whatever the names; nothing ever blocks a user name from every address.
@@ -224,6 +225,14 @@ def _wait(keys: dict[str, str], now: dt.datetime) -> float:
     return max(0.0, (last - now).total_seconds() + back_off)
 
 
+def _take_turns(keys: dict[str, str]) -> None:
+    """Make concurrent attempts from one address take turns until their commit, on every worker and
+    server, so each counts the failures before it: attempts sent all at once would otherwise all
+    read the same count and all get a free try. SQLite's BEGIN IMMEDIATE serialises them already."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(select(func.pg_advisory_xact_lock(func.hashtext(keys["ip"]))))
+
+
 def _safe_next(target: str | None) -> str:
     """Only local dashboard paths: a login link must not send the researcher elsewhere."""
     return target if target and target.startswith("/admin/") and not target.startswith("//") else url_for("dashboard.index")
@@ -238,6 +247,7 @@ def login():
         username, password = request.form.get("username", "").strip(), request.form.get("password", "")
         keys, now = _keys(username), utcnow()
         begin_write()
+        _take_turns(keys)
         # Old failures are dropped as they fall out of the window, so the table stays small.
         db.session.execute(delete(LoginFailure).where(LoginFailure.at <= now - WINDOW))
         wait = _wait(keys, now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -97,8 +98,10 @@ def match_l2(x8: torch.Tensor, adv8: torch.Tensor, steps: int = 30) -> tuple[tor
 
 
 def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: Design, seed: int,
-          extra_config: dict | None = None, progress: bool = True) -> tuple[dict, dict[str, bytes], Image.Image]:
+          extra_config: dict | None = None, progress: bool = True, created_at: str | None = None
+          ) -> tuple[dict, dict[str, bytes], Image.Image]:
     """The manifest (without image hashes' files written), the PNG bytes by file name, and the contact sheet.
+    `created_at` defaults to `creation_time()` now.
 
     models: {condition: (model, meta)} with meta as the zoo's sidecar (id, condition, architecture,
     hyperparameters, checkpoint_sha256, clean_accuracy, ...); it must cover design.conditions.
@@ -177,7 +180,7 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
 
     manifest = {
         "schema_version": "1.0",
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "created_at": created_at or creation_time(),
         "engine": {"version": __version__, "git_commit": _git_commit()},
         "config": {**design.model_dump(), **(extra_config or {})},
         "seed": seed,
@@ -189,6 +192,19 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
     headers = [f"{int(split.y[sources[which[k]]])}>{int(targets[k])}" for k in range(len(x8))]  # the bitmap font has no arrow
     rows = ({"clean": x8} if design.clean_controls else {}) | {c: adv8[i] for i, c in enumerate(used)}
     return manifest, files, contact_sheet(rows, headers)
+
+
+def creation_time() -> str:
+    """Now, or the moment SOURCE_DATE_EPOCH names (the reproducible-builds convention): with it, two runs
+    of the same design on the same models (here, on a cluster) write the same manifest bytes."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        at = dt.datetime.now(dt.timezone.utc)
+    elif epoch.isdigit():
+        at = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc)
+    else:
+        raise ConfigError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, not {epoch!r}")
+    return at.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _git_commit() -> str | None:
@@ -212,7 +228,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Design, config.TrainCo
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    started = time.perf_counter()
+    started, created_at = time.perf_counter(), creation_time()  # a bad SOURCE_DATE_EPOCH is told before any training
     design, cfg = settings_from_args(args)
     dataset = load_dataset(design.dataset)
     models: dict[str, tuple[nn.Module, dict]] = {}
@@ -226,7 +242,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         if meta.get("dataset_sha256") != dataset.sha256:
             raise ConfigError(f"the {condition} model was trained on another data set than {dataset.name}")
     extra = {"preset": args.preset, "train": config.resolved(cfg)}
-    manifest, files, sheet = build(models, dataset, design, args.seed, extra, progress=not args.quiet)
+    manifest, files, sheet = build(models, dataset, design, args.seed, extra, progress=not args.quiet, created_at=created_at)
     write(args.out, manifest, files, sheet, args.force)
     print(f"wrote {len(manifest['stimuli'])} stimuli to {args.out}/ in {time.perf_counter() - started:.0f} s "
           f"(contact sheet: {args.out}/contact_sheet.png)\n  {summary(manifest)}")

@@ -1,14 +1,17 @@
-"""`engine sweep --executor slurm` on a real single-node SLURM: the local run's bytes, a cancelled task
-retried, and a second run that submits nothing."""
+"""`engine sweep` and `engine generate-stimuli` with `--executor slurm` on a real single-node SLURM: the
+local run's bytes, a cancelled task retried, and a second run that submits nothing."""
 from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import io
+import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -43,16 +46,23 @@ def hashes(cache: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(cache.glob("*.pt"))}
 
 
-@pytest.fixture(scope="module")
-def local(tmp_path_factory) -> Path:
-    """The same sweep trained here, on one thread like each SLURM task."""
-    root = tmp_path_factory.mktemp("local")
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread here, like each SLURM task (--slurm-cpus 1): the same bytes need the same arithmetic."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert cli.main(["sweep", *GRID, *TINY, "--models-dir", str(root / "cache"), "--out", str(root / "out")]) == 0
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory) -> Path:
+    """The same sweep trained here."""
+    root = tmp_path_factory.mktemp("local")
+    with one_thread():
+        assert cli.main(["sweep", *GRID, *TINY, "--models-dir", str(root / "cache"), "--out", str(root / "out")]) == 0
     return root
 
 
@@ -81,6 +91,9 @@ def test_a_cancelled_task_is_reported_with_its_log_and_retried(on_slurm):
     assert "ended CANCELLED" in report and "retry 1/1" in report
     log = Path(report.split("; log ")[1].split(";")[0])
     assert log.is_file() and log.is_relative_to(root / "logs")
+    # The progress bar counts the array's tasks as squeue sees them, to the end.
+    shown = re.findall(r"(\d+) queued, (\d+) running, (\d+) done", err)
+    assert any(running != "0" for _, running, _ in shown) and shown[-1] == ("0", "0", "2"), shown
 
 
 @pytest.mark.slurm
@@ -107,6 +120,41 @@ def test_a_second_run_submits_nothing(on_slurm):
     assert "slurm:" not in train_err.getvalue()
     assert sorted(p.name for p in (root / "logs").iterdir()) == jobs_before
     assert table(root / "out") == rows
+
+
+# One model good enough that every class has a digit it labels correctly (lr 0.01: the default's few
+# steps leave it at chance), one source per class: 22 stimuli.
+STIMULI = ["--quiet", "--jobs", "1", "--set", 'conditions=["normal"]', "--set", "sources_per_class=1",
+           "--set", "practice=1", "--set", "catch=1", "--set", "train.epochs=1", "--set", "train.train_size=256", "--set", "train.lr=0.01"]
+
+
+def slurm_tasks(logs: Path) -> set[str]:
+    """submitit's folders of the tasks submitted so far (JOBID_TASK in an array, JOBID for a job alone)."""
+    return {p.name for p in logs.iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name)}
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slurm
+def test_a_stimulus_set_generated_through_slurm_equals_the_local_one_byte_for_byte(on_slurm, local, monkeypatch):
+    root = on_slurm[0]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the manifest's created_at, as reproducible builds pin it
+    with one_thread():
+        assert cli.main(["generate-stimuli", *STIMULI, "--models-dir", str(local / "cache"), "--out", str(local / "stimuli")]) == 0
+        tasks_before, err = slurm_tasks(root / "logs"), io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = cli.main(["generate-stimuli", *STIMULI, "--executor", "slurm", "--slurm-poll-s", "0.5", "--slurm-mem-gb", "0.5",
+                             "--slurm-logs", str(root / "logs"), "--models-dir", str(root / "cache"), "--out", str(root / "stimuli")])
+    assert code == 0, err.getvalue()[-2000:]
+    assert len(slurm_tasks(root / "logs") - tasks_before) == 1  # the model trained on the cluster, not here
+    ours, theirs = files(root / "stimuli"), files(local / "stimuli")
+    assert len([name for name in ours if name.startswith("images/")]) == 22
+    assert ours.keys() == theirs.keys() and "manifest.json" in ours
+    differ = [name for name in ours if ours[name] != theirs[name]]
+    assert differ == [], "\n".join(difflib.unified_diff(theirs[differ[0]].decode(errors="replace").splitlines(),
+                                                       ours[differ[0]].decode(errors="replace").splitlines(), lineterm="", n=1))
 
 
 def test_slurm_options_come_from_the_config_table_then_the_flags(tmp_path):

@@ -193,8 +193,9 @@ def test_design_errors_are_one_line_config_errors(tmp_path):
         "design": {"conditions": ["normal"], "target_rule": "all"}, "train": {"gradreg": {"lambda": 300.0}}}
 
 
-def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
+def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys, monkeypatch):
     """End to end through `engine generate-stimuli --models` (the zoo's training is its own tests' business)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     torch.manual_seed(0)
     model = build_model("demo")
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -219,6 +220,7 @@ def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
     assert str(out) in printed and "normal 10, gradreg 10, clean 10" in printed
     manifest = contracts.load_stimulus_set(out)
     assert [m["id"] for m in manifest["models"]] == ["normal-test", "gradreg-test"]
+    assert manifest["created_at"] == "2023-11-14T22:13:20Z"  # pinned by SOURCE_DATE_EPOCH
     config = json.loads((out / "manifest.json").read_text())["config"]
     assert config["preset"] == "demo" and config["train"]["gradreg"]["lambda"] == 300 and config["sources_per_class"] == 1
     assert cli.main(["verify", str(out), "--models-dir", str(tmp_path)]) == 0
@@ -229,3 +231,7 @@ def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
         assert cli.main([*argv, "--force", "--set", bad]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    assert cli.main([*argv, "--force"]) == 2
+    assert capsys.readouterr().err.strip() == ("engine generate-stimuli: error: SOURCE_DATE_EPOCH must be whole seconds "
+                                               "since 1970, not 'yesterday'")

@@ -211,3 +211,31 @@ def test_answers_on_the_fast_path_still_see_retries_conflicts_and_withdrawal(mak
     refused = bot.answer(main[1] + 1)
     assert refused.status == 409 and "withdrawn" in refused.json()["error"]
     assert answer_count(app) == main[1] + 1
+
+
+def test_a_deleted_participant_leaves_nothing_cached_for_the_one_who_gets_its_row_id(make_app):
+    """SQLite gives the next row the id of a deleted newest one: what a worker keeps of the deleted
+    session (its plan, its being in task) must not serve the newcomer who gets that id."""
+    from study.privacy import delete_participant
+
+    app = make_app()
+    gone = participant(app, PROLIFIC_PID="gone-1", STUDY_ID="s", SESSION_ID="a")
+    gone.start()
+    first_main = next(t["i"] for t in gone.data["trials"] if t["block"] == "main")
+    for index in range(first_main + 1):
+        assert gone.answer(index).status == 201  # plan cached, session known to be in task
+    with app.app_context():
+        gone_id = db.session.scalar(select(ParticipantSession.id))
+        delete_participant("gone-1", "researcher")
+        db.session.commit()
+    newcomer = participant(app, PROLIFIC_PID="next-1", STUDY_ID="s", SESSION_ID="b")
+    newcomer.start()
+    with app.app_context():  # the premise: SQLite reuses the id, PostgreSQL's sequence does not
+        assert (db.session.scalar(select(ParticipantSession.id)) == gone_id) == (db.engine.dialect.name == "sqlite")
+    for index in range(first_main + 1):
+        reply = newcomer.answer(index)
+        assert reply.status == 201, reply.text  # checked against its own plan
+    late = gone.answer(first_main + 1)  # the deleted participant's page, still open
+    assert late.status == 404, late.text
+    assert newcomer.run() == "CODE-OK"
+    assert answer_count(app) == len(newcomer.data["trials"])
