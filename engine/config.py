@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from contracts.settings import Layer, SettingsError, merge_trees, nest, parse_sets, read_toml, resolve
 from engine import regimes
-from engine.data import EMBEDDED
+from engine.data import EMBEDDED, SPEC_HELP
 from engine.models import ARCHITECTURES
 
 ConfigError = SettingsError  # one error type for every bad setting: printed as one line, exit status 2
@@ -30,7 +30,7 @@ class TrainBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     architecture: Literal[tuple(ARCHITECTURES)] = Field("demo", description="network (engine/models.py)")
-    dataset: str = Field(EMBEDDED, description="`mnist-5k` (embedded) or a directory of MNIST-format IDX files")
+    dataset: str = Field(EMBEDDED, description=SPEC_HELP)
     train_size: int = Field(0, ge=0, description="train on a fixed random N of the training images (0: all)")
     epochs: int = Field(12, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -134,7 +134,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                              f"(shared: {', '.join(TrainBase.model_fields)}; per regime: " + ", ".join(
                                  f"{r.name}.{{{','.join(f.alias or n for n, f in r.params.model_fields.items())}}}"
                                  for r in map(regimes.get, regimes.names()) if r.params.model_fields) + ")")
-    parser.add_argument("--dataset", help="shorthand for --set dataset=...: 'mnist-5k' or a directory of IDX files")
+    parser.add_argument("--dataset", help=f"shorthand for --set dataset=...: {SPEC_HELP}")
     parser.add_argument("--device", help="shorthand for --set device=...: cpu, cuda or auto")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
 
