@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine import __version__, evaluate, explain, stimuli, sweep, zoo
+from engine import __version__, evaluate, explain, import_model, stimuli, sweep, zoo
+from engine.architectures import ArchitectureError
 from engine.checkpoints import CheckpointError
 from engine.config import ConfigError
 from engine.data import EMBEDDED, SPEC_HELP, DatasetError, load_dataset
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=EMBEDDED, help=f"{SPEC_HELP} (default {EMBEDDED})")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split (default 0)")
     p.set_defaults(func=cmd_data)
-    for module in (zoo, sweep, evaluate, explain, stimuli):
+    for module in (zoo, import_model, sweep, evaluate, explain, stimuli):
         module.add_parser(sub)
     return parser
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DatasetError, UserError, ConfigError, CheckpointError) as exc:
+    except (DatasetError, UserError, ConfigError, CheckpointError, ArchitectureError) as exc:
         print(f"engine {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -14,12 +14,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from contracts.settings import Layer, SettingsError, merge_trees, nest, parse_sets, read_toml, resolve
-from engine import regimes
+from engine import architectures, regimes
 from engine.data import EMBEDDED, SPEC_HELP
-from engine.models import ARCHITECTURES
 
 ConfigError = SettingsError  # one error type for every bad setting: printed as one line, exit status 2
 SECTION = "train"  # the training config's table in a settings document (`--set train.epochs=3`)
@@ -29,7 +28,9 @@ class TrainBase(BaseModel):
     """The fields every regime shares; `TrainConfig` adds one table per registered regime."""
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    architecture: Literal[tuple(ARCHITECTURES)] = Field("demo", description="network (engine/models.py)")
+    architecture: str = Field("demo", description=f"network: {architectures.SPEC_HELP} (engine/architectures.py)")
+    model: architectures.ModelOptions = Field(default_factory=architectures.ModelOptions,
+                                              description="a user's network: factory kwargs, input mean and std")
     dataset: str = Field(EMBEDDED, description=SPEC_HELP)
     train_size: int = Field(0, ge=0, description="train on a fixed random N of the training images (0: all)")
     epochs: int = Field(12, gt=0)
@@ -37,6 +38,11 @@ class TrainBase(BaseModel):
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     adam_eps: float = Field(1e-8, gt=0, description="Adam ε")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto: CUDA when present")
+
+    @field_validator("architecture")
+    @classmethod
+    def _buildable(cls, value: str) -> str:
+        return architectures.check(value)
 
     def params(self, regime: str) -> regimes.Params:
         """The table of `regime` (e.g. `cfg.params("gradreg").lambda_`)."""
