@@ -13,12 +13,7 @@ pixels in [0, 1]. A built model remembers how it was built, so a regime can make
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
-import re
-import sys
 import warnings
-from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,10 +21,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from engine import imports
 from engine.models import ARCHITECTURES, build_model
 from engine.normalize import Normalized
 
-_IMPORT_PATH = re.compile(r"^(?P<module>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 SPEC_HELP = (f"{', '.join(ARCHITECTURES)}, an import path to a factory (package.module:function or file.py:function) "
              "or a TorchScript file")
 
@@ -59,44 +54,22 @@ def is_builtin(spec: str) -> bool:
     return spec in ARCHITECTURES
 
 
-@cache
-def _module_from_file(path: Path) -> Any:
-    name = f"_engine_user_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
-    loader = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(loader)
-    sys.modules[name] = module  # pickling and dataclasses look a module up by name
-    loader.loader.exec_module(module)
-    return module
-
-
 def _factory(spec: str) -> tuple[Callable[..., nn.Module], Path | None]:
     """The factory an import path names, and the file that defines it."""
-    match = _IMPORT_PATH.match(spec)
-    where, name = match["module"], match["name"]
     try:
-        if where.endswith(".py"):
-            path = Path(where).resolve()
-            if not path.is_file():
-                raise ArchitectureError(f"architecture {spec!r}: file {where} does not exist")
-            module = _module_from_file(path)
-        else:
-            module = importlib.import_module(where)
-    except ArchitectureError:
-        raise
-    except Exception as exc:  # the user's module failed to import: say how, in one line
-        raise ArchitectureError(f"architecture {spec!r}: importing {where} failed ({type(exc).__name__}: {exc})") from None
-    factory = getattr(module, name, None)
+        factory, source = imports.resolve(spec)
+    except imports.ImportPathError as exc:
+        raise ArchitectureError(f"architecture {exc}") from None
     if not callable(factory):
-        raise ArchitectureError(f"architecture {spec!r}: {where} has no function {name}")
-    source = getattr(module, "__file__", None)
-    return factory, Path(source) if source else None
+        raise ArchitectureError(f"architecture {spec!r}: {spec.split(':')[1]} is a {type(factory).__name__}, not a function")
+    return factory, source
 
 
 def check(spec: str) -> str:
     """`spec` if it names something buildable (the config's validator); ValueError otherwise."""
     if is_builtin(spec):
         return spec
-    if _IMPORT_PATH.match(spec) and not Path(spec).is_file():
+    if imports.is_import_path(spec) and not Path(spec).is_file():
         _factory(spec)
         return spec
     if Path(spec).is_file():

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from contracts.settings import parse_sets, read_toml
-from engine import __version__, attacks, checkpoints, config, executor, zoo
+from engine import __version__, checkpoints, config, executor, stimulus_attacks, zoo
 from engine.config import ConfigError
 from engine.data import Dataset, load_dataset
 from engine.models import predict
@@ -64,11 +64,8 @@ def assign_targets(labels: torch.Tensor, rule: str, generator: torch.Generator) 
 
 
 def run_attack(model: nn.Module, x: torch.Tensor, target: torch.Tensor, design: Design) -> torch.Tensor:
-    if design.attack == "jsma":
-        return attacks.jsma(model, x, target, design.theta, design.gamma)[0]
-    if design.attack == "tgsm":
-        return attacks.tgsm(model, x, target, design.step)  # one step of size `step`
-    return attacks.itgsm(model, x, target, design.step, design.iterations, design.eps or None, design.stop_confidence or None)[0]
+    """The design's attack (engine/stimulus_attacks/) on a batch, with the parameters the manifest records."""
+    return stimulus_attacks.get(design.attack).run(model, x, target, design.attack_params())
 
 
 def match_l2(x8: torch.Tensor, adv8: torch.Tensor, steps: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +146,7 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
             record = {
                 "id": f"src-{int(index[src]):05d}-t{int(targets[k])}-{condition}", "source_id": f"src-{int(index[src]):05d}",
                 "condition": condition, "role": "experimental", "model_id": meta["id"],
-                "attack": {"name": design.attack, "params": design.attack_params(), "success": bool(label == targets[k])},
+                "attack": {"name": stimulus_attacks.get(design.attack).name, "params": design.attack_params(), "success": bool(label == targets[k])},
                 "source_index": int(index[src]), "true_label": int(split.y[src]), "target_label": int(targets[k]),
                 "norms": norms(adv8[c, k], x8[k]),
                 "prediction": {"label": int(label), "confidence": round(float(confidence), 6)},

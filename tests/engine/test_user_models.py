@@ -103,7 +103,7 @@ def test_weights_trained_elsewhere_import_as_a_checkpoint(tmp_path, rgb, factory
 
 @pytest.mark.parametrize("case, message", [
     ("no_module", "importing no_such_pkg.models failed (ModuleNotFoundError"),
-    ("no_function", "has no function missing"),
+    ("no_function", "has no missing"),
     ("not_module", "returned a int, not a torch.nn.Module"),
     ("bad_kwargs", "calling it with {'depth': 3} failed"),
     ("classes", "returns shape (5,) per image; the data set has 3 classes"),
