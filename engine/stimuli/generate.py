@@ -28,7 +28,7 @@ from engine.stimuli.write import contact_sheet, norms, png_bytes, summary, to_ui
 
 
 def select_images(y: torch.Tensor, correct: torch.Tensor, design: Design,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions in the split of the sources (class by class), the practice and the catch digits.
 
     Sources and catch digits are drawn among the digits every model labels correctly, so that a
@@ -37,7 +37,7 @@ def select_images(y: torch.Tensor, correct: torch.Tensor, design: Design,
     """
     order = torch.randperm(len(y), generator=generator)
     sources = []
-    for c in range(10):
+    for c in range(classes):
         pool = order[(correct & (y == c))[order]]
         if len(pool) < design.sources_per_class:
             raise ConfigError(f"only {len(pool)} digits of class {c} in the {design.split} split are labelled correctly "
@@ -53,14 +53,14 @@ def select_images(y: torch.Tensor, correct: torch.Tensor, design: Design,
     return sources, practice, catch
 
 
-def assign_targets(labels: torch.Tensor, rule: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(which source, target) pairs: one per source for `next` and `random`, nine for `all`."""
+def assign_targets(labels: torch.Tensor, rule: str, generator: torch.Generator, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """(which source, target) pairs: one per source for `next` and `random`, one per other class for `all`."""
     n = len(labels)
     if rule == "all":
-        which = torch.arange(n).repeat_interleave(9)
-        return which, (labels[which] + torch.arange(1, 10).repeat(n)) % 10
-    shift = torch.ones(n, dtype=torch.long) if rule == "next" else torch.randint(1, 10, (n,), generator=generator)
-    return torch.arange(n), (labels + shift) % 10
+        which = torch.arange(n).repeat_interleave(classes - 1)
+        return which, (labels[which] + torch.arange(1, classes).repeat(n)) % classes
+    shift = torch.ones(n, dtype=torch.long) if rule == "next" else torch.randint(1, classes, (n,), generator=generator)
+    return torch.arange(n), (labels + shift) % classes
 
 
 def run_attack(model: nn.Module, x: torch.Tensor, target: torch.Tensor, design: Design) -> torch.Tensor:
@@ -108,8 +108,8 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
     generator = torch.Generator().manual_seed(seed)
     labels = {c: predict(m, split.x)[0] for c, (m, _) in used.items()}
     correct = torch.stack([lab == split.y for lab in labels.values()]).all(0)
-    sources, practice, catch = select_images(split.y, correct, design, generator)
-    which, targets = assign_targets(split.y[sources], design.target_rule, generator)
+    sources, practice, catch = select_images(split.y, correct, design, generator, len(dataset.classes))
+    which, targets = assign_targets(split.y[sources], design.target_rule, generator, len(dataset.classes))
     x = split.x[sources][which]
     x8 = to_uint8(x)
 

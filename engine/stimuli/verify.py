@@ -9,9 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 import contracts
@@ -19,7 +17,7 @@ from engine import checkpoints
 from engine.config import ConfigError
 from engine.data import Dataset, load_dataset
 from engine.models import predict
-from engine.stimuli.write import norms, to_uint8
+from engine.stimuli.write import norms, read_png, to_uint8
 from engine.zoo import add_models_dir_arg
 
 
@@ -59,7 +57,7 @@ def verify(directory: Path, models: dict[str, nn.Module], dataset: Dataset) -> l
             continue
         if contracts.sha256_file(path) != s["sha256"]:
             problems.append(f"{s['id']}: {s['file']} does not match its sha256")
-        present.append((s, torch.from_numpy(np.array(Image.open(path))).view(1, 28, 28)))
+        present.append((s, read_png(path)))
     if not present:
         return problems
     images8 = torch.stack([image for _, image in present])

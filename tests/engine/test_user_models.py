@@ -10,12 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from engine import architectures, checkpoints, cli, zoo
+import contracts
+from engine import architectures, checkpoints, cli, stimuli, zoo
 from engine.attacks import fgsm
 from engine.config import ConfigError, make_config
 from engine.data import load_dataset
 from engine.import_model import import_model
 from engine.normalize import Normalized
+from engine.stimuli.write import read_png
 
 FACTORY = '''
 from torch import nn
@@ -31,11 +33,11 @@ def not_a_network():
 
 @pytest.fixture
 def rgb(tmp_path) -> Path:
-    """30 RGB 8×8 images of 3 classes that differ by their mean colour (learnable in a few steps)."""
+    """60 RGB 8×8 images of 3 classes that differ by their dominant colour (learnable in a few steps)."""
     rng = np.random.default_rng(0)
-    y = np.arange(30) % 3
-    x = rng.uniform(0, 0.4, (30, 8, 8, 3))
-    x[np.arange(30), :, :, y] += 0.6
+    y = np.arange(60) % 3
+    x = rng.uniform(0, 0.4, (60, 8, 8, 3))
+    x[np.arange(60), :, :, y] += 0.6
     path = tmp_path / "rgb.npz"
     np.savez(path, x=x.astype(np.float32), y=y, classes=np.array(["red", "green", "blue"]))
     return path
@@ -99,6 +101,23 @@ def test_weights_trained_elsewhere_import_as_a_checkpoint(tmp_path, rgb, factory
     with torch.no_grad():
         assert torch.allclose(loaded(x), network.eval()((x - mean) / std), atol=1e-6)
     assert checkpoints.load_many([path], dataset)[1][0]["id"] == "my-net"
+
+
+def test_an_rgb_three_class_stimulus_set_is_written_verified_and_names_its_classes(tmp_path, rgb, factory):
+    dataset = load_dataset(str(rgb))
+    cfg = _cfg(rgb, f"{factory}:tiny", epochs=6, **{"model.kwargs": {"width": 8}})
+    models = zoo.load_zoo(["normal"], cfg, cache_dir=tmp_path / "zoo", dataset=dataset, progress=False, jobs=1)
+    design = stimuli.load_design(overrides={"dataset": str(rgb), "sources_per_class": 1, "practice": 1, "catch": 1,
+                                            "conditions": ["normal"], "target_rule": "all", "step": 0.05})
+    manifest, files, sheet = stimuli.build(models, dataset, design, seed=0, progress=False)
+    out = tmp_path / "set"
+    stimuli.write(out, manifest, files, sheet)
+    manifest = contracts.load_stimulus_set(out)
+    assert manifest["dataset"]["classes"] == ["red", "green", "blue"]
+    attacked = [s for s in manifest["stimuli"] if s["condition"] == "normal"]
+    assert len(attacked) == 6 and {(s["true_label"], s["target_label"]) for s in attacked} == {(a, b) for a in range(3) for b in range(3) if a != b}
+    assert all(read_png(out / s["file"]).shape == (3, 8, 8) for s in manifest["stimuli"]) and sheet.mode == "RGB"
+    assert stimuli.verify(out, {m["id"]: models["normal"][0] for m in manifest["models"]}, dataset) == []
 
 
 @pytest.mark.parametrize("case, message", [
