@@ -27,6 +27,9 @@ from engine.stimuli.design import DESIGN_FILE, SECTION, Design, build_design
 from engine.stimuli.write import contact_sheet, norms, png_bytes, summary, to_uint8, write
 
 
+MAX_CLASSES = 10  # the manifest's labels (contracts: $defs.digit) and the participant page's answer buttons
+
+
 def select_images(y: torch.Tensor, correct: torch.Tensor, design: Design,
                   generator: torch.Generator, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions in the split of the sources (class by class), the practice and the catch digits.
@@ -100,6 +103,9 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
     models: {condition: (model, meta)} with meta as the zoo's sidecar (id, condition, architecture,
     hyperparameters, checkpoint_sha256, clean_accuracy, ...); it must cover design.conditions.
     """
+    if len(dataset.classes) > MAX_CLASSES:  # refused before any attack runs, not by the contract check at the end
+        raise ConfigError(f"data set {dataset.name} has {len(dataset.classes)} classes; a stimulus set holds at most {MAX_CLASSES} "
+                          "(manifest schema v1 labels are 0-9)")
     missing = [c for c in design.conditions if c not in models]
     if missing:
         raise ConfigError(f"no model for condition(s) {', '.join(missing)}")

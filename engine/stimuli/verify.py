@@ -15,7 +15,7 @@ from torch import nn
 import contracts
 from engine import checkpoints
 from engine.config import ConfigError
-from engine.data import Dataset, load_dataset
+from engine.data import EMBEDDED, Dataset, load_dataset
 from engine.models import predict
 from engine.stimuli.write import norms, read_png, to_uint8
 from engine.zoo import add_models_dir_arg
@@ -77,7 +77,8 @@ def cmd_verify(args: argparse.Namespace) -> None:
     manifest = json.loads((args.dir / "manifest.json").read_text()) if (args.dir / "manifest.json").is_file() else None
     if manifest is None:
         raise ConfigError(f"no manifest.json in {args.dir}")
-    dataset = load_dataset(manifest["dataset"]["name"] if args.dataset is None else args.dataset)
+    recorded = manifest["dataset"]  # a user's data set is found by its path (source), the embedded one by its name
+    dataset = load_dataset(args.dataset or (recorded["name"] if recorded["name"] == EMBEDDED else recorded["source"]))
     try:
         problems = verify(args.dir, find_models(manifest, args.models_dir), dataset)
     except contracts.ContractError as exc:

@@ -14,7 +14,7 @@ import contracts
 from engine import architectures, checkpoints, cli, stimuli, zoo
 from engine.attacks import fgsm
 from engine.config import ConfigError, make_config
-from engine.data import load_dataset
+from engine.data import from_arrays, load_dataset
 from engine.import_model import import_model
 from engine.normalize import Normalized
 from engine.stimuli.write import read_png
@@ -118,6 +118,13 @@ def test_an_rgb_three_class_stimulus_set_is_written_verified_and_names_its_class
     assert len(attacked) == 6 and {(s["true_label"], s["target_label"]) for s in attacked} == {(a, b) for a in range(3) for b in range(3) if a != b}
     assert all(read_png(out / s["file"]).shape == (3, 8, 8) for s in manifest["stimuli"]) and sheet.mode == "RGB"
     assert stimuli.verify(out, {m["id"]: models["normal"][0] for m in manifest["models"]}, dataset) == []
+
+
+def test_a_data_set_of_more_classes_than_the_manifest_holds_is_refused_before_any_attack():
+    images, labels = np.zeros((36, 1, 4, 4), np.uint8), np.arange(36) % 12
+    dataset = from_arrays("twelve", "twelve.npz", images, labels, tuple("abcdefghijkl"))
+    with pytest.raises(ConfigError, match="twelve has 12 classes; a stimulus set holds at most 10"):
+        stimuli.build({}, dataset, stimuli.load_design(), seed=0, progress=False)
 
 
 @pytest.mark.parametrize("case, message", [
