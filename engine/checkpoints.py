@@ -12,11 +12,13 @@ import subprocess
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from contracts import sha256_file
 from engine.data import Dataset
-from engine.models import ARCHITECTURES, build_model
+from engine import architectures
+from engine.architectures import ArchitectureError
 
 
 class CheckpointError(ValueError):
@@ -70,6 +72,17 @@ def read_sidecar(path: Path) -> dict:
         raise CheckpointError(f"sidecar {side} is not valid JSON ({exc})") from None
 
 
+def rebuild(path: Path, meta: dict) -> nn.Module:
+    """The untrained network a sidecar describes (architecture, options, image shape, classes)."""
+    arch = meta.get("architecture")
+    try:
+        architectures.check(str(arch))
+        options = architectures.ModelOptions(**meta.get("config", {}).get("model", {}))
+        return architectures.build(arch, options, tuple(meta.get("input_shape", (1, 28, 28))), len(meta.get("classes", range(10))))
+    except (ArchitectureError, ValidationError) as exc:
+        raise CheckpointError(f"checkpoint {path} names an architecture that cannot be built: {str(exc).splitlines()[0]}") from None
+
+
 def load(path: Path, architecture: str | None = None, device: str = "cpu") -> tuple[nn.Module, dict]:
     """The model (eval mode) and its sidecar, after checking the hash and the architecture."""
     path = Path(path)
@@ -79,11 +92,9 @@ def load(path: Path, architecture: str | None = None, device: str = "cpu") -> tu
         raise CheckpointError(f"checkpoint {path} has sha256 {actual[:12]}…, its sidecar says "
                               f"{str(meta.get('checkpoint_sha256'))[:12]}…: the file was changed or corrupted")
     arch = meta.get("architecture")
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(f"checkpoint {path} names unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     if architecture is not None and arch != architecture:
         raise CheckpointError(f"checkpoint {path} holds a {arch!r} model, expected architecture {architecture!r}")
-    model = build_model(arch)
+    model = rebuild(path, meta)
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except RuntimeError as exc:

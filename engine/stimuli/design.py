@@ -12,13 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.settings import Layer, SettingsError, read_toml, resolve
-from engine import regimes
+from engine import regimes, stimulus_attacks
 
 DESIGN_FILE = Path(__file__).resolve().parent.parent / "stimulus_design.toml"
 SECTION = "design"
-# Attacks a stimulus set can be made with, named as the paper names them: its iterated TGSM makes
-# the images, one-step TGSM is what its accuracy curves use; JSMA is Papernot et al.'s.
-STIMULUS_ATTACKS = ("iterated-tgsm", "tgsm", "jsma")
+# The built-in attacks a stimulus set can be made with (engine/stimulus_attacks/, one module each).
+STIMULUS_ATTACKS = stimulus_attacks.names()
 OLD_ATTACK_NAMES = {"itgsm": "iterated-tgsm"}  # sets and design files written before the rename
 
 
@@ -34,7 +33,8 @@ class Design(BaseModel):
     target_rule: Literal["next", "all", "random"]
     conditions: tuple[str, ...] = Field(min_length=1)
     clean_controls: bool
-    attack: Literal[STIMULUS_ATTACKS]
+    attack: str  # a registered attack, or an import path to a user's (engine/stimulus_attacks/base.py)
+    attack_kwargs: dict[str, Any] = Field(default_factory=dict)  # parameters of an attack that has no design fields
     step: float = Field(gt=0)
     iterations: int = Field(ge=1)
     eps: float = Field(ge=0)
@@ -47,6 +47,12 @@ class Design(BaseModel):
     @classmethod
     def _old_attack_name(cls, value: Any) -> Any:
         return OLD_ATTACK_NAMES.get(value, value)
+
+    @field_validator("attack")
+    @classmethod
+    def _registered_attack(cls, value: str) -> str:
+        stimulus_attacks.get(value)
+        return value
 
     @field_validator("conditions")
     @classmethod
@@ -64,14 +70,14 @@ class Design(BaseModel):
             raise ValueError("theta must be non-zero")
         return self
 
+    @model_validator(mode="after")
+    def _attack_params(self) -> "Design":
+        self.attack_params()
+        return self
+
     def attack_params(self) -> dict:
         """The parameters of `attack` as the manifest records them (0 for eps/stop_confidence means none)."""
-        if self.attack == "jsma":
-            return {"theta": self.theta, "gamma": self.gamma}
-        if self.attack == "tgsm":
-            return {"eps": self.step}
-        return {"step": self.step, "iterations": self.iterations, "eps": self.eps or None,
-                "stop_confidence": self.stop_confidence or None}
+        return stimulus_attacks.get(self.attack).params_of(self)
 
 
 class _DesignDocument(BaseModel):

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from contracts.settings import parse_sets, read_toml
-from engine import __version__, attacks, checkpoints, config, executor, zoo
+from engine import __version__, checkpoints, config, executor, stimulus_attacks, zoo
 from engine.config import ConfigError
 from engine.data import Dataset, load_dataset
 from engine.models import predict
@@ -28,8 +28,11 @@ from engine.stimuli.design import DESIGN_FILE, SECTION, Design, build_design
 from engine.stimuli.write import contact_sheet, norms, png_bytes, summary, to_uint8, write
 
 
+MAX_CLASSES = 10  # the manifest's labels (contracts: $defs.digit) and the participant page's answer buttons
+
+
 def select_images(y: torch.Tensor, correct: torch.Tensor, design: Design,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions in the split of the sources (class by class), the practice and the catch digits.
 
     Sources and catch digits are drawn among the digits every model labels correctly, so that a
@@ -38,7 +41,7 @@ def select_images(y: torch.Tensor, correct: torch.Tensor, design: Design,
     """
     order = torch.randperm(len(y), generator=generator)
     sources = []
-    for c in range(10):
+    for c in range(classes):
         pool = order[(correct & (y == c))[order]]
         if len(pool) < design.sources_per_class:
             raise ConfigError(f"only {len(pool)} digits of class {c} in the {design.split} split are labelled correctly "
@@ -54,22 +57,19 @@ def select_images(y: torch.Tensor, correct: torch.Tensor, design: Design,
     return sources, practice, catch
 
 
-def assign_targets(labels: torch.Tensor, rule: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(which source, target) pairs: one per source for `next` and `random`, nine for `all`."""
+def assign_targets(labels: torch.Tensor, rule: str, generator: torch.Generator, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """(which source, target) pairs: one per source for `next` and `random`, one per other class for `all`."""
     n = len(labels)
     if rule == "all":
-        which = torch.arange(n).repeat_interleave(9)
-        return which, (labels[which] + torch.arange(1, 10).repeat(n)) % 10
-    shift = torch.ones(n, dtype=torch.long) if rule == "next" else torch.randint(1, 10, (n,), generator=generator)
-    return torch.arange(n), (labels + shift) % 10
+        which = torch.arange(n).repeat_interleave(classes - 1)
+        return which, (labels[which] + torch.arange(1, classes).repeat(n)) % classes
+    shift = torch.ones(n, dtype=torch.long) if rule == "next" else torch.randint(1, classes, (n,), generator=generator)
+    return torch.arange(n), (labels + shift) % classes
 
 
 def run_attack(model: nn.Module, x: torch.Tensor, target: torch.Tensor, design: Design) -> torch.Tensor:
-    if design.attack == "jsma":
-        return attacks.jsma(model, x, target, design.theta, design.gamma)[0]
-    if design.attack == "tgsm":
-        return attacks.tgsm(model, x, target, design.step)  # one step of size `step`
-    return attacks.itgsm(model, x, target, design.step, design.iterations, design.eps or None, design.stop_confidence or None)[0]
+    """The design's attack (engine/stimulus_attacks/) on a batch, with the parameters the manifest records."""
+    return stimulus_attacks.get(design.attack).run(model, x, target, design.attack_params())
 
 
 def match_l2(x8: torch.Tensor, adv8: torch.Tensor, steps: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,6 +106,9 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
     models: {condition: (model, meta)} with meta as the zoo's sidecar (id, condition, architecture,
     hyperparameters, checkpoint_sha256, clean_accuracy, ...); it must cover design.conditions.
     """
+    if len(dataset.classes) > MAX_CLASSES:  # refused before any attack runs, not by the contract check at the end
+        raise ConfigError(f"data set {dataset.name} has {len(dataset.classes)} classes; a stimulus set holds at most {MAX_CLASSES} "
+                          "(manifest schema v1 labels are 0-9)")
     missing = [c for c in design.conditions if c not in models]
     if missing:
         raise ConfigError(f"no model for condition(s) {', '.join(missing)}")
@@ -114,8 +117,8 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
     generator = torch.Generator().manual_seed(seed)
     labels = {c: predict(m, split.x)[0] for c, (m, _) in used.items()}
     correct = torch.stack([lab == split.y for lab in labels.values()]).all(0)
-    sources, practice, catch = select_images(split.y, correct, design, generator)
-    which, targets = assign_targets(split.y[sources], design.target_rule, generator)
+    sources, practice, catch = select_images(split.y, correct, design, generator, len(dataset.classes))
+    which, targets = assign_targets(split.y[sources], design.target_rule, generator, len(dataset.classes))
     x = split.x[sources][which]
     x8 = to_uint8(x)
 
@@ -152,7 +155,7 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
             record = {
                 "id": f"src-{int(index[src]):05d}-t{int(targets[k])}-{condition}", "source_id": f"src-{int(index[src]):05d}",
                 "condition": condition, "role": "experimental", "model_id": meta["id"],
-                "attack": {"name": design.attack, "params": design.attack_params(), "success": bool(label == targets[k])},
+                "attack": {"name": stimulus_attacks.get(design.attack).name, "params": design.attack_params(), "success": bool(label == targets[k])},
                 "source_index": int(index[src]), "true_label": int(split.y[src]), "target_label": int(targets[k]),
                 "norms": norms(adv8[c, k], x8[k]),
                 "prediction": {"label": int(label), "confidence": round(float(confidence), 6)},
@@ -184,7 +187,8 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
         "engine": {"version": __version__, "git_commit": _git_commit()},
         "config": {**design.model_dump(), **(extra_config or {})},
         "seed": seed,
-        "dataset": {"name": dataset.name, "source": dataset.source, "split": design.split, "sha256": dataset.sha256},
+        "dataset": {"name": dataset.name, "source": dataset.source, "split": design.split, "sha256": dataset.sha256,
+                    "classes": list(dataset.classes)},
         "models": [{**{k: meta[k] for k in ("id", "condition", "architecture", "hyperparameters", "checkpoint_sha256", "clean_accuracy")},
                     **{k: meta[k] for k in ("seed", "dataset_sha256", "git_commit", "config") if k in meta}} for _, meta in used.values()],
         "stimuli": stimuli,

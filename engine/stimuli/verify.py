@@ -9,17 +9,15 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 import contracts
 from engine import checkpoints
 from engine.config import ConfigError
-from engine.data import Dataset, load_dataset
+from engine.data import EMBEDDED, Dataset, load_dataset
 from engine.models import predict
-from engine.stimuli.write import norms, to_uint8
+from engine.stimuli.write import norms, read_png, to_uint8
 from engine.zoo import add_models_dir_arg
 
 
@@ -59,7 +57,7 @@ def verify(directory: Path, models: dict[str, nn.Module], dataset: Dataset) -> l
             continue
         if contracts.sha256_file(path) != s["sha256"]:
             problems.append(f"{s['id']}: {s['file']} does not match its sha256")
-        present.append((s, torch.from_numpy(np.array(Image.open(path))).view(1, 28, 28)))
+        present.append((s, read_png(path)))
     if not present:
         return problems
     images8 = torch.stack([image for _, image in present])
@@ -79,7 +77,8 @@ def cmd_verify(args: argparse.Namespace) -> None:
     manifest = json.loads((args.dir / "manifest.json").read_text()) if (args.dir / "manifest.json").is_file() else None
     if manifest is None:
         raise ConfigError(f"no manifest.json in {args.dir}")
-    dataset = load_dataset(manifest["dataset"]["name"] if args.dataset is None else args.dataset)
+    recorded = manifest["dataset"]  # a user's data set is found by its path (source), the embedded one by its name
+    dataset = load_dataset(args.dataset or (recorded["name"] if recorded["name"] == EMBEDDED else recorded["source"]))
     try:
         problems = verify(args.dir, find_models(manifest, args.models_dir), dataset)
     except contracts.ContractError as exc:

@@ -1,7 +1,7 @@
 """Write a stimulus set: 8-bit PNGs, the contact sheet and the manifest, published atomically.
 
 Layout: DIR/manifest.json (valid against contracts/stimulus_manifest.v1.schema.json),
-DIR/images/*.png (lossless 8-bit grayscale, 28×28) and DIR/contact_sheet.png (rows = conditions,
+DIR/images/*.png (lossless 8-bit grayscale or RGB at the data set's size) and DIR/contact_sheet.png (rows = conditions,
 columns = the same source digits) for eyeballing a set before fielding it.
 """
 from __future__ import annotations
@@ -33,28 +33,45 @@ def norms(image8: torch.Tensor, source8: torch.Tensor) -> dict:
     return {"l0": int((d != 0).sum()), "l2": round(float(d.norm()), 6), "linf": round(float(d.abs().max()), 6)}
 
 
+def _pil(image8: torch.Tensor) -> Image.Image:
+    """A 1×H×W (grayscale) or 3×H×W (RGB) uint8 image as PIL's."""
+    if image8.shape[0] == 3:
+        return Image.fromarray(image8.permute(1, 2, 0).contiguous().numpy(), mode="RGB")
+    return Image.fromarray(image8.reshape(image8.shape[-2:]).numpy(), mode="L")
+
+
 def png_bytes(image8: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(image8.reshape(image8.shape[-2:]).numpy(), mode="L").save(buffer, format="PNG")
+    _pil(image8).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def read_png(path: Path) -> torch.Tensor:
+    """A stimulus PNG back as the uint8 C×H×W tensor `png_bytes` wrote."""
+    pixels = torch.from_numpy(np.array(Image.open(path)))
+    return pixels.permute(2, 0, 1).contiguous() if pixels.dim() == 3 else pixels[None]
 
 
 def contact_sheet(rows: dict[str, torch.Tensor], headers: list[str]) -> Image.Image:
     """Rows = conditions, columns = the same (source, target) items, wrapped in bands of SHEET_COLUMNS."""
-    cell, margin, header = 28 * SHEET_ZOOM + 2, 90, 14
+    first = next(iter(rows.values()))[0]
+    size = max(first.shape[-2:])
+    zoom = max(SHEET_ZOOM, 56 // size)  # small images (8×8, 32×32) drawn larger, digits at 2×
+    cell, margin, header = size * zoom + 2, 90, 14
     bands = [range(s, min(s + SHEET_COLUMNS, len(headers))) for s in range(0, len(headers), SHEET_COLUMNS)]
     band_height = header + cell * len(rows) + 6
-    sheet = Image.new("L", (margin + cell * min(SHEET_COLUMNS, len(headers)), band_height * len(bands)), 255)
+    mode = "RGB" if first.shape[0] == 3 else "L"
+    sheet = Image.new(mode, (margin + cell * min(SHEET_COLUMNS, len(headers)), band_height * len(bands)), "white")
     draw = ImageDraw.Draw(sheet)
     for b, columns in enumerate(bands):
         top = b * band_height
         for j, col in enumerate(columns):
-            draw.text((margin + j * cell + 4, top + 1), headers[col], fill=0)
+            draw.text((margin + j * cell + 4, top + 1), headers[col], fill="black")
         for i, (name, images) in enumerate(rows.items()):
             y = top + header + i * cell
-            draw.text((4, y + cell // 3), name, fill=0)
+            draw.text((4, y + cell // 3), name, fill="black")
             for j, col in enumerate(columns):
-                tile = Image.fromarray(images[col].reshape(28, 28).numpy(), mode="L").resize((cell - 2, cell - 2), Image.NEAREST)
+                tile = _pil(images[col]).resize((cell - 2, cell - 2), Image.NEAREST)
                 sheet.paste(tile, (margin + j * cell, y))
     return sheet
 

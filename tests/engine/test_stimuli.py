@@ -70,6 +70,7 @@ def test_written_set_follows_the_contract_and_the_matched_layout(written, datase
     assert not sources & {s["source_index"] for s in others}
     assert set(dataset.test.indices.tolist()) >= sources
     assert manifest["dataset"]["split"] == "test" and manifest["config"]["attack"] == "iterated-tgsm"
+    assert manifest["dataset"]["classes"] == [str(d) for d in range(10)]  # answer names by label
     assert Image.open(out / "contact_sheet.png").size[1] > 3 * 58  # rows: clean + two conditions
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 

@@ -105,7 +105,7 @@ def test_config_layers_and_errors(tmp_path):
     for overrides, message in [({"gradreg.lambda": -1}, "train.gradreg.lambda = -1 .*greater than or equal to 0"),
                                ({"epochs": "many"}, "train.epochs = 'many'"),
                                ({"colour": 1}, "unknown key train.colour .*allowed there: architecture"),
-                               ({"architecture": "vgg"}, "Input should be 'paper' or 'demo'")]:
+                               ({"architecture": "vgg"}, "unknown architecture 'vgg'; give paper, demo")]:
         with pytest.raises(ConfigError, match=message):
             make_config("demo", overrides)
     with pytest.raises(ConfigError, match="unknown preset"):
