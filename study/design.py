@@ -79,8 +79,8 @@ def build_design(manifest: dict[str, Any], config: StudyConfig) -> Design:
     return Design(conditions, lists, practice, catch, sorted(sources[len(blocks) * per_list:]))
 
 
-def session_plan(list_items: list[int], practice_pool: list[int], catch_pool: list[int],
-                 config: StudyConfig, seed: int) -> list[list[Any]]:
+def build_session_plan(list_items: list[int], practice_pool: list[int], catch_pool: list[int],
+                       config: StudyConfig, seed: int) -> list[list[Any]]:
     """The answer slots of one session, in order: [stimulus pk, task, block, is_catch].
 
     Practice images come first; catch images are mixed into the main block at random positions
