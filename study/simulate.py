@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 
 from study.db import db
-from study.driver import DEFAULT_RETRY_FOR, DriverError, Participant, ServerUnavailable, StudyFull
+from study.driver import DEFAULT_RETRY_FOR, DriverError, Participant, ServerUnavailable, StudyFullReply
 from study.models import Stimulus, Study
 
 
@@ -129,7 +129,7 @@ def run_bot(base_url: str, slug: str, params: dict[str, str], bot: Bot, retry_fo
             return result
         driver.complete()
         result.outcome = "completed"
-    except StudyFull:
+    except StudyFullReply:
         result.outcome = "full"
     except ServerUnavailable as exc:
         result.outcome = "stranded" if driver.data is not None else "error"
