@@ -57,7 +57,7 @@ def seed(database_url: str, workdir: Path) -> None:
     from study.db import db, utcnow
     from study.models import AssignmentList, Stimulus
     from study.studies import create_study
-    from study.synthetic import write_stimulus_set
+    from study.testing.synthetic import write_stimulus_set
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
     with app.app_context():

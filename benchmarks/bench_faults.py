@@ -2,7 +2,7 @@
 
 Each fault gets a fresh SQLite study (PostgreSQL for its restart) served by gunicorn (deploy/gunicorn.conf.py, 2 workers; the
 stalled-client fault goes through the demo's nginx front, scripts/demo.py) and a run of
-`study.simulate` bots (or, for leases, real-panel participants driven by study.driver). Printed
+`study.simulate` bots (or, for leases, real-panel participants driven by study.testing.driver). Printed
 and recorded per fault: acknowledged answers lost (an answer a client saw acknowledged that the
 database lacks or holds differently), duplicates (two rows for one session's trial), sessions
 finished, sessions stranded (left active at the end), and over-filled slots (real completions
@@ -67,7 +67,7 @@ def _demo():
 
 
 def make_study(workdir: Path, url: str, target: int = 1000, lease_minutes: float = 30) -> dict[str, str]:
-    from study.synthetic import write_stimulus_set
+    from study.testing.synthetic import write_stimulus_set
 
     env = {**os.environ, "STUDY_DATABASE_URL": url, "STUDY_SECRET_KEY": SECRET}
     config = workdir / "faults.toml"
@@ -242,7 +242,7 @@ def disk_full(workdir: Path, bots: int) -> Outcome:
 def lease_returners(workdir: Path, bots: int) -> Outcome:
     """Real-panel participants: half idle past the 1 s lease, newcomers take their places, the
     idlers come back and try to finish."""
-    from study.driver import DriverError, Participant
+    from study.testing.driver import DriverError, Participant
 
     target = max(2, bots // 4)
     url = sqlite_url(workdir)

@@ -155,7 +155,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def answers_of(base: str, seed: int, client: Any = None) -> list[tuple[str, bytes]]:
     """A fresh participant through consent and instructions (untimed); the answers it will post."""
-    from study.driver import Participant
+    from study.testing.driver import Participant
 
     bot = Participant(base, "bench", {"participant": uuid.uuid4().hex}, seed=seed, client=client)
     bot.start()
@@ -240,7 +240,7 @@ def throwaway_postgres() -> Iterator[str]:
 @contextlib.contextmanager
 def served(database_url: str, workdir: Path, instances: int = 1) -> Iterator[list[str]]:
     """The benchmark study in a fresh database, served by `instances` gunicorn servers; their base URLs."""
-    from study.synthetic import write_stimulus_set
+    from study.testing.synthetic import write_stimulus_set
 
     env = {**os.environ, "STUDY_DATABASE_URL": database_url, "STUDY_SECRET_KEY": "bench"}
     stimuli = write_stimulus_set(workdir / "stimuli", sources=SOURCES, conditions=("normal", "gradreg"), practice=0, catch=0)

@@ -17,7 +17,7 @@ from study import create_app
 from study.config import StudyConfig, load_config, parse_config
 from study.db import db
 from study.studies import create_study
-from study.synthetic import write_stimulus_set
+from study.testing.synthetic import write_stimulus_set
 
 from conftest import VENV_BIN, free_port, stop_group, wait_for_http
 

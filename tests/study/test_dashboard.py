@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from study.db import db
-from study.driver import Participant
+from study.testing.driver import Participant
 from study.models import AuditEvent, ParticipantSession
 from study.security import session_mark, session_token
 from studyhelp import make_app, stimset  # noqa: F401  (fixtures)

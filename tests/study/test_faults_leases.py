@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from study.db import db
-from study.driver import DriverError, Participant, StudyFullReply
+from study.testing.driver import DriverError, Participant, StudyFullReply
 from study.models import ParticipantSession
 from studyhelp import BASE_CONFIG, make_app, stimset  # noqa: F401  (fixtures)
 

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from study.driver import Participant
+from study.testing.driver import Participant
 from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)
 
 BUSY_MS = 1000

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import create_engine, text
 
 from conftest import free_port
-from study.driver import Participant, StudyFullReply
+from study.testing.driver import Participant, StudyFullReply
 from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)
 
 RUSH = 64

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 import contracts
 from study.db import db
-from study.driver import Participant
+from study.testing.driver import Participant
 from study.models import Answer, ParticipantSession
 from study.export import Selection, export_all
 from study.responses import responses_query

@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 import contracts
 from study.config import ConfigError, load_config, parse_config
 from study.design import build_list_design
-from study.synthetic import write_stimulus_set
+from study.testing.synthetic import write_stimulus_set
 from studyhelp import BASE_CONFIG, make_app, stimset, write_config  # noqa: F401  (fixtures)
 
 
