@@ -119,9 +119,9 @@ def database(dialect: str, workdir: Path) -> Iterator[str]:
     if dialect == "SQLite":
         yield f"sqlite:///{workdir / 'export.sqlite'}"
     else:
-        from benchmarks.bench_server import throwaway_postgres
+        from benchmarks.bench_server import bench_database
 
-        with throwaway_postgres() as url:
+        with bench_database() as url:
             yield url
 
 
