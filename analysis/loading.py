@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contracts import ContractError, validate_responses_frame
+from contracts import RESPONSES_VIEW, ContractError, validate_responses_frame
 
-VIEW = "responses_long"  # the contract is this view, never the tables behind it
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
 FIRST_DATA_LINE = 2  # line 1 of a CSV file is its header
 ANSWER_COLUMNS = ["participant_id", "stimulus_id", "source_id", "condition", "task", "norm_l2", "rt_ms",
@@ -33,7 +32,7 @@ def is_database_url(source: str | Path) -> bool:
 
 def read_view(url: str) -> pd.DataFrame:
     """`SELECT * FROM responses_long` through SQLAlchemy (or sqlite3 for sqlite:/// URLs without it)."""
-    query = f"SELECT * FROM {VIEW}"
+    query = f"SELECT * FROM {RESPONSES_VIEW}"
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():  # SQLite would create it empty
         raise ContractError(f"database {url}", [f"the SQLite file {url.removeprefix('sqlite:///')} does not exist"])
     try:
@@ -48,7 +47,7 @@ def read_view(url: str) -> pd.DataFrame:
             with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
                 return pd.read_sql(query, conn)
     except Exception as exc:  # driver errors differ per database; the analyst needs one readable line
-        raise ContractError(f"database {url}", [f"could not read the {VIEW} view: {str(exc).splitlines()[0]}"]) from exc
+        raise ContractError(f"database {url}", [f"could not read the {RESPONSES_VIEW} view: {str(exc).splitlines()[0]}"]) from exc
     raise ContractError(f"database {url}", ["reading this kind of database URL needs SQLAlchemy: pip install sqlalchemy"])
 
 

@@ -19,7 +19,7 @@ from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 from analysis.calibration import run_replicates
 from analysis.html_report import Section
 from analysis.inference import Layout
-from analysis.simulate import CONDITIONS, Effects
+from analysis.simulate import SIMULATED_CONDITIONS, Effects
 from analysis.tables import plain_table
 
 MIN_PILOT_PARTICIPANTS, MIN_PILOT_UNITS = 10, 8
@@ -45,9 +45,9 @@ def label_variance_components(answers: pd.DataFrame, layout: Layout) -> dict[str
 def assumed_effects(target_effect: float, rating_effect: float, estimated: dict[str, float] | None) -> Effects:
     """Every defended model differs from normal by the smallest effect of interest (conditional logit scale)."""
     base = Effects()
-    b_target = tuple(base.b_target[0] + (0.0 if c == "normal" else target_effect) for c in CONDITIONS)
-    b_rating = tuple(base.b_rating[0] + (0.0 if c == "normal" else rating_effect) for c in CONDITIONS)
-    return replace(base, b_target=b_target, b_true=(base.b_true[0],) * len(CONDITIONS), b_rating=b_rating, **(estimated or {}))
+    b_target = tuple(base.b_target[0] + (0.0 if c == "normal" else target_effect) for c in SIMULATED_CONDITIONS)
+    b_rating = tuple(base.b_rating[0] + (0.0 if c == "normal" else rating_effect) for c in SIMULATED_CONDITIONS)
+    return replace(base, b_target=b_target, b_true=(base.b_true[0],) * len(SIMULATED_CONDITIONS), b_rating=b_rating, **(estimated or {}))
 
 
 def power_grid(layout: str, participants: list[int], sources: list[int], effects: Effects, studies: int,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 # Generator order of the conditions (the reference generator: standard, adversarially trained, gradient-regularised, distilled).
-CONDITIONS = ("normal", "adversarial", "gradreg", "distilled")
+SIMULATED_CONDITIONS = ("normal", "adversarial", "gradreg", "distilled")
 THRESHOLDS_7 = np.array([-2.0, -1.0, -0.3, 0.3, 1.0, 2.0])  # latent cut points of the 1..7 rating
 # Typical L2 norms of iterated-TGSM images per attacked model (the replicated paper: normal 4.3, gradreg 11.1).
 MEAN_L2 = {"normal": 4.3, "adversarial": 6.0, "distilled": 5.0, "gradreg": 11.1, "gradreg-uniform": 10.0}
@@ -26,7 +26,7 @@ MEAN_L2 = {"normal": 4.3, "adversarial": 6.0, "distilled": 5.0, "gradreg": 11.1,
 
 @dataclass(frozen=True)
 class Effects:
-    """Fixed effects per condition (in CONDITIONS order) and random-effect SDs, logit scale."""
+    """Fixed effects per condition (in SIMULATED_CONDITIONS order) and random-effect SDs, logit scale."""
 
     b_target: tuple[float, ...] = (-1.5, -0.7, -1.0, -1.5)
     b_true: tuple[float, ...] = (0.3, -0.2, 0.0, 0.3)
@@ -56,7 +56,7 @@ def simulate_answers(layout: str = "matched", participants: int = 60, sources: i
     four models (4 × sources images, each participant sees every source once); in the nested layout
     it is the number of images, sources / 4 per condition, and every participant sees all of them.
     """
-    n_cond = len(CONDITIONS)
+    n_cond = len(SIMULATED_CONDITIONS)
     if sources % n_cond:
         raise ValueError(f"sources must be a multiple of {n_cond} (got {sources})")
     rng = np.random.default_rng(seed)
@@ -99,8 +99,8 @@ def simulate_answers(layout: str = "matched", participants: int = 60, sources: i
     target_label = (true_label + 1) % 10
     other_label = (true_label + 2 + extra.integers(0, 8, len(part))) % 10
     response_label = np.where(is_target, target_label, np.where(is_true, true_label, other_label))
-    conditions = np.asarray(CONDITIONS)[cond]
-    item_l2 = np.array([MEAN_L2[c] for c in np.asarray(CONDITIONS)[item_cond]])
+    conditions = np.asarray(SIMULATED_CONDITIONS)[cond]
+    item_l2 = np.array([MEAN_L2[c] for c in np.asarray(SIMULATED_CONDITIONS)[item_cond]])
     item_l2 = item_l2 * np.exp(extra.normal(0, 0.15, n_items))
     trials = pd.DataFrame({
         "participant_id": np.char.add("sim-p", np.char.zfill(part.astype(str), 4)),

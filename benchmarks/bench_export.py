@@ -57,7 +57,7 @@ def seed(database_url: str, workdir: Path) -> None:
     from study.db import db, utcnow
     from study.models import AssignmentList, Stimulus
     from study.studies import create_study
-    from study.synthetic import write_stimulus_set
+    from study.testing.synthetic import write_stimulus_set
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
     with app.app_context():
@@ -119,9 +119,9 @@ def database(dialect: str, workdir: Path) -> Iterator[str]:
     if dialect == "SQLite":
         yield f"sqlite:///{workdir / 'export.sqlite'}"
     else:
-        from benchmarks.bench_server import throwaway_postgres
+        from benchmarks.bench_server import bench_database
 
-        with throwaway_postgres() as url:
+        with bench_database() as url:
             yield url
 
 

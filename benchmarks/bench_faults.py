@@ -2,7 +2,7 @@
 
 Each fault gets a fresh SQLite study (PostgreSQL for its restart) served by gunicorn (deploy/gunicorn.conf.py, 2 workers; the
 stalled-client fault goes through the demo's nginx front, scripts/demo.py) and a run of
-`study.simulate` bots (or, for leases, real-panel participants driven by study.driver). Printed
+`study.simulate` bots (or, for leases, real-panel participants driven by study.testing.driver). Printed
 and recorded per fault: acknowledged answers lost (an answer a client saw acknowledged that the
 database lacks or holds differently), duplicates (two rows for one session's trial), sessions
 finished, sessions stranded (left active at the end), and over-filled slots (real completions
@@ -30,8 +30,10 @@ from typing import Callable, Iterator
 
 from sqlalchemy import create_engine, text
 
-from benchmarks.bench_server import throwaway_postgres
+from benchmarks.bench_server import bench_database
 from benchmarks.results import Entry, write_section
+from study.testing import servers
+from study.testing.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -53,12 +55,6 @@ class Outcome:
     seconds: float
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _demo():
     spec = importlib.util.spec_from_file_location("demo", REPO / "scripts" / "demo.py")
     module = importlib.util.module_from_spec(spec)
@@ -67,7 +63,7 @@ def _demo():
 
 
 def make_study(workdir: Path, url: str, target: int = 1000, lease_minutes: float = 30) -> dict[str, str]:
-    from study.synthetic import write_stimulus_set
+    from study.testing.synthetic import write_stimulus_set
 
     env = {**os.environ, "STUDY_DATABASE_URL": url, "STUDY_SECRET_KEY": SECRET}
     config = workdir / "faults.toml"
@@ -82,16 +78,9 @@ def make_study(workdir: Path, url: str, target: int = 1000, lease_minutes: float
 
 @contextlib.contextmanager
 def gunicorn(env: dict[str, str], port: int) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(REPO / "deploy" / "gunicorn.conf.py"), "--bind",
-                             f"127.0.0.1:{port}", "--workers", "2", "study:create_app()"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        _demo().wait_until_served(f"http://127.0.0.1:{port}/healthz", [proc], "gunicorn")
+    """The study as deployed (deploy/gunicorn.conf.py, 2 workers) on `port`."""
+    with servers.gunicorn(env, port, ["-c", str(REPO / "deploy" / "gunicorn.conf.py"), "--workers", "2"], cwd=REPO) as (_, proc):
         yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def run_bots(base: str, bots: int, during: Callable[[], None]) -> list:
@@ -158,7 +147,7 @@ def sqlite_url(workdir: Path) -> str:
 
 def server_kill(workdir: Path, bots: int) -> Outcome:
     url = sqlite_url(workdir)
-    env, port = make_study(workdir, url), _free_port()
+    env, port = make_study(workdir, url), free_port()
     start = time.monotonic()
 
     with contextlib.ExitStack() as stack:
@@ -178,7 +167,7 @@ def server_kill(workdir: Path, bots: int) -> Outcome:
 
 def stalled_clients(workdir: Path, bots: int) -> Outcome:
     url = sqlite_url(workdir)
-    env, port, demo = make_study(workdir, url), _free_port(), _demo()
+    env, port, demo = make_study(workdir, url), free_port(), _demo()
     procs = demo.start_server(env, workdir, port)
     stalled: list[socket.socket] = []
     start = time.monotonic()
@@ -200,7 +189,7 @@ def stalled_clients(workdir: Path, bots: int) -> Outcome:
 
 def lock_held(workdir: Path, bots: int) -> Outcome:
     url, db_path = sqlite_url(workdir), workdir / "study.sqlite"
-    env, port = {**make_study(workdir, url), "STUDY_SQLITE_BUSY_TIMEOUT_MS": "1000"}, _free_port()
+    env, port = {**make_study(workdir, url), "STUDY_SQLITE_BUSY_TIMEOUT_MS": "1000"}, free_port()
     start = time.monotonic()
     with gunicorn(env, port):
         def during() -> None:
@@ -221,7 +210,7 @@ def disk_full(workdir: Path, bots: int) -> Outcome:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], check=True)
     try:
         url = sqlite_url(disk)
-        env, port = make_study(workdir, url), _free_port()
+        env, port = make_study(workdir, url), free_port()
         start = time.monotonic()
         with gunicorn(env, port):
             def during() -> None:
@@ -242,11 +231,11 @@ def disk_full(workdir: Path, bots: int) -> Outcome:
 def lease_returners(workdir: Path, bots: int) -> Outcome:
     """Real-panel participants: half idle past the 1 s lease, newcomers take their places, the
     idlers come back and try to finish."""
-    from study.driver import DriverError, Participant
+    from study.testing.driver import DriverError, Participant
 
     target = max(2, bots // 4)
     url = sqlite_url(workdir)
-    env, port = make_study(workdir, url, target=target, lease_minutes=1 / 60), _free_port()
+    env, port = make_study(workdir, url, target=target, lease_minutes=1 / 60), free_port()
     base = f"http://127.0.0.1:{port}"
     start = time.monotonic()
     people = [Participant(base, "faults", {"participant": f"idle{i}"}, seed=i) for i in range(target)]
@@ -268,20 +257,18 @@ def lease_returners(workdir: Path, bots: int) -> Outcome:
 def postgres_restart(workdir: Path, bots: int) -> Outcome:
     """PostgreSQL restarted under the running study (pg_ctl restart -m fast: every connection
     is cut with AdminShutdown, the server is back a few seconds later)."""
-    with throwaway_postgres() as url:
-        env, port = make_study(workdir, url), _free_port()
+    with bench_database() as url:
+        env, port = make_study(workdir, url), free_port()
         engine = create_engine(url)
         with engine.connect() as conn:
             data_dir = conn.execute(text("SHOW data_directory")).scalar()
         engine.dispose()
-        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
-        as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         start = time.monotonic()
         with gunicorn(env, port):
             def during() -> None:
                 wait_for_completions(url, 2)
                 # A log file of its own: the restarted server must not hold this process's pipes open.
-                subprocess.run([*as_pg, str(pg_ctl), "-D", data_dir, "-l", str(Path(data_dir).parent / "log"), "-m",
+                subprocess.run([*servers.pg_command("pg_ctl"), "-D", data_dir, "-l", str(Path(data_dir).parent / "log"), "-m",
                                 "fast", "-w", "restart"], check=True, stdout=subprocess.DEVNULL, timeout=120)
 
             results = run_bots(f"http://127.0.0.1:{port}", bots, during)

@@ -19,7 +19,7 @@ from engine.sweep import sweep
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 QUICK_TIER = False
-CONDITIONS = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform")  # the paper's MNIST grid
+PAPER_GRID = ("normal", "adversarial", "distilled", "gradreg", "gradreg-uniform")  # the paper's MNIST grid
 
 
 def fidelity_checks(rows: list[dict]) -> list[tuple[str, bool, str]]:
@@ -56,7 +56,7 @@ def pct(r: dict) -> str:
 
 
 def fidelity(name: str, overrides: dict, seeds: list[int], out: Path, limit: int = 0, pgd_eps: list[float] = PGD_EPS,
-             conditions: tuple[str, ...] = CONDITIONS, targets_apply: bool = True) -> None:
+             conditions: tuple[str, ...] = PAPER_GRID, targets_apply: bool = True) -> None:
     """`targets_apply=False`: the issue's targets were set for MNIST; other data sets are reported against them."""
     cfg = make_config("demo", overrides)
     dataset = load_dataset(cfg.dataset)

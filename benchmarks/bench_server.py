@@ -16,9 +16,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -155,7 +152,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def answers_of(base: str, seed: int, client: Any = None) -> list[tuple[str, bytes]]:
     """A fresh participant through consent and instructions (untimed); the answers it will post."""
-    from study.driver import Participant
+    from study.testing.driver import Participant
 
     bot = Participant(base, "bench", {"participant": uuid.uuid4().hex}, seed=seed, client=client)
     bot.start()
@@ -196,51 +193,20 @@ def bare_plans(real: list[list[tuple[str, bytes]]]) -> list[list[tuple[str, byte
 
 # --- servers ------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, timeout: float = 30) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        time.sleep(0.1)
-    raise TimeoutError(url)
-
-
 @contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """A PostgreSQL cluster in a temp dir on loopback (like the test harness's fixture)."""
-    bin_dir = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))[-1].parent
-    as_pg = (lambda cmd: ["runuser", "-u", "postgres", "--", *cmd]) if os.geteuid() == 0 else (lambda cmd: cmd)
-    root = Path(tempfile.mkdtemp(prefix="pgbench-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    port = _free_port()
-    subprocess.run(as_pg([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth=trust"]),
-                   check=True, capture_output=True)
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
-    subprocess.run(as_pg([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-o", opts, "-l", str(root / "log"), "-w", "start"]),
-                   check=True, capture_output=True)
-    try:
-        subprocess.run(as_pg([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "bench"]),
-                       check=True, capture_output=True)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/bench"
-    finally:
-        subprocess.run(as_pg([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "stop"]), capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+def bench_database() -> Iterator[str]:
+    """A PostgreSQL cluster with fsync on (what a deployment pays) and a `bench` database."""
+    from study.testing.servers import create_database, throwaway_postgres as cluster
+
+    with cluster(fsync=True) as server:
+        yield create_database(server, "bench")
 
 
 @contextlib.contextmanager
 def served(database_url: str, workdir: Path, instances: int = 1) -> Iterator[list[str]]:
     """The benchmark study in a fresh database, served by `instances` gunicorn servers; their base URLs."""
-    from study.synthetic import write_stimulus_set
+    from study.testing.servers import gunicorn
+    from study.testing.synthetic import write_stimulus_set
 
     env = {**os.environ, "STUDY_DATABASE_URL": database_url, "STUDY_SECRET_KEY": "bench"}
     stimuli = write_stimulus_set(workdir / "stimuli", sources=SOURCES, conditions=("normal", "gradreg"), practice=0, catch=0)
@@ -253,24 +219,10 @@ def served(database_url: str, workdir: Path, instances: int = 1) -> Iterator[lis
         '[texts]\nconsent = "c"\ninstructions = "i"\ndebrief = "d"\n[completion]\ncode = "OK"\ndeclined_code = "NO"\n')
     for args in (["init-db"], ["create-study", str(config), "--stimuli", str(stimuli)]):
         subprocess.run([str(BIN / "flask"), "--app", "study", *args], env=env, check=True, capture_output=True)
-    ports = [_free_port() for _ in range(instances)]
-    procs = [subprocess.Popen([str(BIN / "gunicorn"), "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}",
-                               "benchmarks.bench_server:bench_app()"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-             for port in ports]
-    try:
-        for port in ports:
-            _wait(f"http://127.0.0.1:{port}/healthz", timeout=120)  # workers boot slowly on a loaded machine
-        yield [f"http://127.0.0.1:{port}" for port in ports]
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with contextlib.ExitStack() as stack:
+        # workers boot slowly on a loaded machine
+        yield [stack.enter_context(gunicorn(env, args=["-c", str(GUNICORN_CONF)], app="benchmarks.bench_server:bench_app()",
+                                            timeout=120))[0] for _ in range(instances)]
 
 
 def measure(database_url: str, rounds: int) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
@@ -307,7 +259,7 @@ def run_instances(tier: str) -> None:
     """The multi-instance deployment (deploy/README.md) on the same cores as one instance."""
     rounds = TIERS[tier]["rounds"]
     load_before = os.getloadavg()[0]
-    with throwaway_postgres() as url:
+    with bench_database() as url:
         print("== PostgreSQL, one vs two instances", flush=True)
         pooled = measure_instances(url, rounds)
     one, two = pooled[1], pooled[2]
@@ -339,7 +291,7 @@ def run(tier: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         databases = [("SQLite (WAL)", f"sqlite:///{Path(tmp) / 'bench.sqlite'}", contextlib.nullcontext())]
         if list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
-            databases.append(("PostgreSQL", None, throwaway_postgres()))
+            databases.append(("PostgreSQL", None, bench_database()))
         for label, url, server in databases:
             with server as pg_url:
                 print(f"== {label}", flush=True)

@@ -18,9 +18,11 @@ from contracts.schemas import MANIFEST_SCHEMA, RESPONSE_SCHEMA, load_schema
 from contracts.vocabulary import BLOCKS, CLEAN, CONDITIONS, DEFENSES, DISPLAY_NAMES, ROLES, TASKS, display_name
 
 __all__ = ["BLOCKS", "CLEAN", "CONDITIONS", "DEFENSES", "DISPLAY_NAMES", "ROLES", "TASKS", "ContractError", "MANIFEST_SCHEMA",
-           "RESPONSE_SCHEMA", "display_name", "load_schema", "load_stimulus_set", "response_columns", "sha256_file",
+           "RESPONSE_SCHEMA", "RESPONSES_VIEW", "display_name", "load_schema", "load_stimulus_set", "response_columns", "sha256_file",
            "validate_manifest", "validate_response_rows", "validate_responses_frame"]
 MAX_LISTED_PROBLEMS = 20
+# The database view `study` keeps and `analysis` reads: the contract is this view, never the tables behind it.
+RESPONSES_VIEW = "responses_long"
 
 
 class ContractError(ValueError):

@@ -20,13 +20,12 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from study.testing.servers import APP, ServerError, free_port, start_gunicorn, stop_group, wait_for_http
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -130,40 +129,26 @@ def find_nginx() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_served(url: str, procs: list[subprocess.Popen], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise SystemExit(f"demo: {what} exited with {proc.returncode}; is port {url.split(':')[-1].split('/')[0]} "
-                                 "in use? Set DEMO_PORT.")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"demo: {url} did not answer within 30 s")
+def wait_until_served(url: str, procs: list[subprocess.Popen]) -> None:
+    try:
+        wait_for_http(url, 30, procs)
+    except ServerError as exc:
+        port = url.split(":")[-1].split("/")[0]
+        raise SystemExit(f"demo: {exc}" + (f"; is port {port} in use? Set DEMO_PORT." if "exited" in str(exc) else "")) from None
 
 
 def start_server(env: dict[str, str], out: Path, port: int) -> list[subprocess.Popen]:
     """gunicorn, behind nginx on `port` when nginx is installed; returns the processes (front first)."""
     nginx = find_nginx()
     app_port = free_port() if nginx else port
-    cmd = [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{app_port}", "--workers", "2",
-           *([] if nginx else ["--access-logfile", str(out / "access.log")]), "study:create_app()"]
-    print(f"\n== Study: serving\n$ {shlex.join(cmd)}", flush=True)
+    args = ["-c", "deploy/gunicorn.conf.py", "--workers", "2", *([] if nginx else ["--access-logfile", str(out / "access.log")])]
+    print(f"\n== Study: serving\n$ {shlex.join(['gunicorn', '--bind', f'127.0.0.1:{app_port}', *args, APP])}", flush=True)
     # Behind nginx the client's address comes from X-Forwarded-For (the login rate limit counts by it).
-    app = subprocess.Popen(cmd, cwd=REPO, env={**env, "STUDY_TRUSTED_PROXIES": "1"} if nginx else env,
-                           start_new_session=True)
+    app = start_gunicorn({**env, "STUDY_TRUSTED_PROXIES": "1"} if nginx else env, app_port, args, stdout=None, stderr=None,
+                         cwd=REPO)
     procs = [app]
     try:
-        wait_until_served(f"http://127.0.0.1:{app_port}/healthz", procs, "gunicorn")
+        wait_until_served(f"http://127.0.0.1:{app_port}/healthz", procs)
         if nginx is None:
             print("demo: nginx not found, so gunicorn faces the clients directly: a few stalled clients can hold all of its "
                   "workers. Install it (bash scripts/ensure-system-deps.sh, or apt-get install nginx-light) to serve "
@@ -176,7 +161,7 @@ def start_server(env: dict[str, str], out: Path, port: int) -> list[subprocess.P
         front = [nginx, "-p", str(out), "-c", str(conf), "-e", str(out / "nginx-error.log")]
         print(f"$ {shlex.join(front)}", flush=True)
         procs.insert(0, subprocess.Popen(front, cwd=out, start_new_session=True))
-        wait_until_served(f"http://127.0.0.1:{port}/healthz", procs, "nginx")
+        wait_until_served(f"http://127.0.0.1:{port}/healthz", procs)
     except BaseException:
         stop_server(procs)
         raise
@@ -184,11 +169,8 @@ def start_server(env: dict[str, str], out: Path, port: int) -> list[subprocess.P
 
 
 def stop_server(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        proc.wait(timeout=30)
+    for proc in procs:  # the front first
+        stop_group(proc, timeout=30)
 
 
 def main() -> int:

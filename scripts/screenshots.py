@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from study.synthetic import write_stimulus_set  # first: once tests/ is on the path, tests/study would shadow study
+from study.testing.synthetic import write_stimulus_set  # first: once tests/ is on the path, tests/study would shadow study
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path += [str(REPO / "tests"), str(REPO / "tests" / "study")]  # the test harness's helpers

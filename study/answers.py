@@ -9,23 +9,26 @@ never from the client. Answers are taken in plan order only (the trial after the
 a retry of an earlier one is acknowledged as above), and the times that count are the server's:
 `received_at`, not the client's clock, which must merely be within a day of the server's.
 
-Two paths store an answer. The full one (`_record_in_transaction`) reads the session in a write
-transaction and moves its state, lease and failed-catch count with the answer. Most answers
-change nothing but their own row, and for a session this worker has just seen in task the fast
-one (`_insert_if_in_task`) stores them with a single statement that inserts only while the
-session is still in task: on SQLite it runs in autocommit, so the write lock is held for the
-statement alone, never across Python code waiting for the GIL. Anything the fast path cannot
-settle (a duplicate, a session that moved on) goes through the full path, which gives the
-precise answer.
+Two paths store an answer, both methods of `AnswerStore`, one per database in each worker. The
+full one (`AnswerStore._record_in_transaction`) reads the session in a write transaction and moves
+its state, lease and failed-catch count with the answer. Most answers change nothing but their own
+row, and for a session this worker has just seen in task the fast one (`_insert_if_in_task`)
+stores them with a single statement that inserts only while the session is still in task: on
+SQLite it runs in autocommit, so the write lock is held for the statement alone, never across
+Python code waiting for the GIL. `AnswerStore.record` holds the one decision between them (see
+there); anything the fast path cannot settle (a duplicate, a session that moved on) goes through
+the full path, which gives the precise answer.
 """
 from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -67,23 +70,6 @@ class StudyFacts:
     stimuli: dict[int, tuple[str, int]]  # stimulus pk -> (public id, true label)
 
 
-# Studies never change after create-study, so each worker reads a study once (keyed by the
-# database too: one process may serve several, e.g. in tests).
-_study_cache: dict[tuple[str, int], StudyFacts] = {}
-
-
-def study_facts(study_id: int) -> StudyFacts:
-    key = (str(db.engine.url), study_id)
-    if key not in _study_cache:
-        study = db.session.get(Study, study_id)
-        stimuli = db.session.execute(select(Stimulus.id, Stimulus.public_id, Stimulus.true_label)
-                                     .where(Stimulus.study_id == study_id))
-        _study_cache[key] = StudyFacts(study.rating_min, study.rating_max, dt.timedelta(seconds=study.lease_seconds),
-                                       study.config["screen_out_after_catch_failures"],
-                                       {pk: (public, label) for pk, public, label in stimuli})
-    return _study_cache[key]
-
-
 @dataclass(frozen=True)
 class SessionRow:
     id: int
@@ -91,32 +77,6 @@ class SessionRow:
     state: str
     catch_failed: int
     last_seen_at: dt.datetime | None
-
-
-# A session's plan never changes once it is assigned, so each worker keeps the plans it has read
-# (a few KB each; the oldest go first) instead of decoding one with every answer. Keyed by the
-# public id, which is never reused: SQLite gives a new row the id of a deleted newest one (a
-# participant deleted on request), and that newcomer must not get the deleted session's plan.
-_plan_cache: dict[tuple[str, str], list[list[Any]]] = {}
-PLAN_CACHE_SIZE = 2000
-
-
-def session_plan(public_id: str) -> list[list[Any]] | None:
-    key = (str(db.engine.url), public_id)
-    if key not in _plan_cache:
-        plan = db.session.scalar(select(ParticipantSession.plan).where(ParticipantSession.public_id == public_id))
-        if plan is None:
-            return None
-        _bounded_put(_plan_cache, key, plan)
-    return _plan_cache[key]
-
-
-def _bounded_put(store: dict, key: Any, value: Any) -> None:
-    """Store in a per-worker cache of at most PLAN_CACHE_SIZE entries, dropping the oldest. pop, not
-    del: another thread of the worker (PostgreSQL runs several) may have dropped it already."""
-    if len(store) >= PLAN_CACHE_SIZE:
-        store.pop(next(iter(store)), None)
-    store[key] = value
 
 
 def _epoch_ms(payload: dict[str, Any], key: str, now: dt.datetime) -> dt.datetime | None:
@@ -187,21 +147,19 @@ _NEXT = _due(bindparam("sid"))
 _TOUCH = update(ParticipantSession.__table__).where(ParticipantSession.__table__.c.id == bindparam("sid"))
 
 
-@cache
 def _insert(dialect: str):
     """INSERT the answer unless its (session, trial index) slot is filled; RETURNING the new id."""
     return ((postgresql.insert if dialect == "postgresql" else sqlite.insert)(Answer.__table__)
             .on_conflict_do_nothing(index_elements=["session_id", "trial_index"]).returning(Answer.__table__.c.id))
 
 
-@cache
 def _insert_while_in_task(dialect: str):
     """The same, as INSERT … SELECT FROM its session WHERE the session is in task and this is the
     trial due next (the one after the last stored): no row otherwise."""
     columns = [c for c in Answer.__table__.c if c.name != "id"]
     params = {c.name: bindparam(c.name, type_=c.type) for c in columns}
     sessions = ParticipantSession.__table__
-    # The public id too: the row id alone may since belong to another session (see _plan_cache).
+    # The public id too: the row id alone may since belong to another session (see AnswerStore.plan).
     values = select(*params.values()).where(sessions.c.id == params["session_id"], sessions.c.public_id == bindparam("public_id"),
                                             sessions.c.state == literal("in_task"),
                                             _due(params["session_id"]).scalar_subquery() == params["trial_index"])
@@ -216,9 +174,134 @@ class InTask:
     touch_due: dt.datetime
 
 
-# Keyed by (database, public id); bounded like the plan cache. Each worker keeps its own, so a
-# session's lease is moved by whichever worker finds it due: at most once per step per worker.
-_in_task: dict[tuple[str, str], InTask] = {}
+# Bounds the per-worker caches of sessions (a plan is a few KB; the least recently used go first).
+SESSION_CACHE_SIZE = 2000
+
+
+class AnswerStore:
+    """Storing the answers of one database, as one worker does it: its caches and its two paths.
+
+    The caches are per worker and per database (one process may serve several, e.g. in tests):
+    - `study_facts(study_id)`: studies never change after create-study, so each is read once
+      (unbounded: a database holds a handful).
+    - `plan(public_id)`: a session's plan never changes once it is assigned, and every session
+      that may answer has one (study.assignment), so it is decoded once, not with every answer.
+      Keyed by the public id, which is never reused: SQLite gives a new row the id of a deleted
+      newest one (a participant deleted on request), and that newcomer must not get its plan.
+    - `in_task`: public id -> InTask, the sessions this worker last saw in task. It alone can go
+      stale (another worker may see the session withdraw): the fast path's statement checks the
+      state again in the database, so a stale entry costs one statement, never a wrong answer.
+      Each worker keeps its own, so a lease is moved by whichever worker finds it due: at most
+      once per step per worker.
+    lru_cache is thread-safe; the in-task map takes a lock (PostgreSQL runs several threads).
+    """
+
+    def __init__(self, dialect: str):
+        # The dialect's two INSERTs, built once per database, not per request.
+        self._insert_answer = _insert(dialect)
+        self._insert_answer_in_task = _insert_while_in_task(dialect)
+        self.study_facts = lru_cache(maxsize=None)(self._read_study_facts)
+        self.plan = lru_cache(maxsize=SESSION_CACHE_SIZE)(self._read_plan)
+        self.in_task: LRUCache[str, InTask] = LRUCache(maxsize=SESSION_CACHE_SIZE)
+        self._in_task_lock = threading.Lock()
+
+    @staticmethod
+    def _read_study_facts(study_id: int) -> StudyFacts:
+        study = db.session.get(Study, study_id)
+        stimuli = db.session.execute(select(Stimulus.id, Stimulus.public_id, Stimulus.true_label)
+                                     .where(Stimulus.study_id == study_id))
+        return StudyFacts(study.rating_min, study.rating_max, dt.timedelta(seconds=study.lease_seconds),
+                          study.config["screen_out_after_catch_failures"],
+                          {pk: (public, label) for pk, public, label in stimuli})
+
+    @staticmethod
+    def _read_plan(public_id: str) -> list[list[Any]]:
+        return db.session.scalar(select(ParticipantSession.plan).where(ParticipantSession.public_id == public_id))
+
+    def record(self, public_id: str, payload: Any, now: dt.datetime) -> tuple[bool, str]:
+        """Validate and store one answer, committed before this returns (see record_answer).
+
+        The decision: the fast path when this worker saw the session in task and its lease step
+        is not yet due (so the answer moves neither the lease nor the state), and the answer
+        fails no catch trial (which would count against the session); the full path otherwise,
+        and whenever the fast path stores nothing.
+        """
+        with self._in_task_lock:
+            seen = self.in_task.get(public_id)
+        if seen is not None and now < seen.touch_due:
+            study = self.study_facts(seen.study_id)
+            row = _validated(payload, seen.session_id, self.plan(public_id), study, now)
+            if not _fails_catch(row, study) and self._insert_if_in_task(row, public_id, now):
+                return True, "in_task"
+            with self._in_task_lock:
+                self.in_task.pop(public_id, None)
+        stored, state, last_seen_at, session = self._record_in_transaction(public_id, payload, now)
+        db.session.commit()
+        if state == "in_task":
+            entry = InTask(session.id, session.study_id, last_seen_at + _touch_step(self.study_facts(session.study_id)))
+            with self._in_task_lock:
+                self.in_task[public_id] = entry
+        return stored, state
+
+    def _insert_if_in_task(self, row: dict[str, Any], public_id: str, now: dt.datetime) -> bool:
+        """The fast path: one statement on a connection of its own; False when no row was stored."""
+        with db.engine.connect() as conn:
+            stored = single_statement(conn).execute(self._insert_answer_in_task,
+                                                    {**row, "received_at": now, "public_id": public_id}).scalar()
+            conn.commit()
+        return stored is not None
+
+    def _record_in_transaction(self, public_id: str, payload: Any, now: dt.datetime
+                               ) -> tuple[bool, str, dt.datetime, SessionRow]:
+        """The full path, in one write transaction: returns (stored, state, last seen, session).
+
+        The transaction starts with the write lock (SQLite: BEGIN IMMEDIATE, see study.db), so the
+        state read here is still the state when the answer is stored. On PostgreSQL nothing is
+        locked: a withdrawal racing an answer by milliseconds lets that answer in (it is flagged with
+        the session's others), and a page sends one answer at a time, so a session's own answers do
+        not race each other. Core statements only: the ORM's unit of work would triple the cost.
+        """
+        begin_write()
+        found = db.session.execute(_SESSION, {"public_id": public_id}).one_or_none()
+        if found is None:
+            raise LookupError(public_id)
+        session = SessionRow(*found)
+        if session.state == "timed_out":
+            if not resume(db.session.get(ParticipantSession, session.id), now):
+                raise PlaceLost
+            session = SessionRow(session.id, session.study_id, *db.session.execute(
+                select(ParticipantSession.state, ParticipantSession.catch_failed, ParticipantSession.last_seen_at)
+                .where(ParticipantSession.id == session.id)).one())
+        if session.state not in ANSWERABLE_STATES:
+            raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
+        study = self.study_facts(session.study_id)
+        row = _validated(payload, session.id, self.plan(public_id), study, now)
+        due = db.session.scalar(_NEXT, {"sid": session.id})
+        if row["trial_index"] > due:
+            raise AnswerError(409, f"trial {row['trial_index']} came before trial {due}: answers are taken in the order "
+                                   "of the session's trials")
+        stored = db.session.execute(self._insert_answer, {**row, "received_at": now}).scalar()
+        if stored is None:
+            existing = db.session.scalar(_EXISTING, {"sid": session.id, "index": row["trial_index"]})
+            if existing != row["client_id"]:
+                raise AnswerError(409, f"trial {row['trial_index']} of this session already has a different answer")
+            return False, session.state, session.last_seen_at or now, session
+        changes, state = _session_changes(session, study, row, now)
+        if changes:
+            db.session.execute(_TOUCH, {"sid": session.id, **changes})
+        return True, state, changes.get("last_seen_at", session.last_seen_at), session
+
+
+_stores: dict[str, AnswerStore] = {}
+
+
+def answer_store() -> AnswerStore:
+    """This worker's AnswerStore for the app's database (keyed by its URL)."""
+    url = str(db.engine.url)
+    store = _stores.get(url)
+    if store is None:
+        store = _stores.setdefault(url, AnswerStore(db.engine.dialect.name))
+    return store
 
 
 def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool, str]:
@@ -227,70 +310,7 @@ def record_answer(public_id: str, payload: Any, now: dt.datetime) -> tuple[bool,
     Returns (stored, session state afterwards); stored is False for an idempotent retry. Raises
     LookupError for an unknown session and AnswerError for anything the client must not resend.
     """
-    key = (str(db.engine.url), public_id)
-    seen = _in_task.get(key)
-    if seen is not None and now < seen.touch_due:
-        study = study_facts(seen.study_id)
-        row = _validated(payload, seen.session_id, session_plan(public_id), study, now)
-        if not _fails_catch(row, study) and _insert_if_in_task(row, public_id, now):
-            return True, "in_task"
-        _in_task.pop(key, None)
-    stored, state, last_seen_at, session = _record_in_transaction(public_id, payload, now)
-    db.session.commit()
-    if state == "in_task":
-        study = study_facts(session.study_id)
-        _bounded_put(_in_task, key, InTask(session.id, session.study_id, last_seen_at + _touch_step(study)))
-    return stored, state
-
-
-def _insert_if_in_task(row: dict[str, Any], public_id: str, now: dt.datetime) -> bool:
-    """The fast path: one statement on a connection of its own; False when no row was stored."""
-    with db.engine.connect() as conn:
-        stored = single_statement(conn).execute(
-            _insert_while_in_task(db.engine.dialect.name), {**row, "received_at": now, "public_id": public_id}).scalar()
-        conn.commit()
-    return stored is not None
-
-
-def _record_in_transaction(public_id: str, payload: Any, now: dt.datetime
-                           ) -> tuple[bool, str, dt.datetime, SessionRow]:
-    """The full path, in one write transaction: returns (stored, state, last seen, session).
-
-    The transaction starts with the write lock (SQLite: BEGIN IMMEDIATE, see study.db), so the
-    state read here is still the state when the answer is stored. On PostgreSQL nothing is
-    locked: a withdrawal racing an answer by milliseconds lets that answer in (it is flagged with
-    the session's others), and a page sends one answer at a time, so a session's own answers do
-    not race each other. Core statements only: the ORM's unit of work would triple the cost.
-    """
-    begin_write()
-    found = db.session.execute(_SESSION, {"public_id": public_id}).one_or_none()
-    if found is None:
-        raise LookupError(public_id)
-    session = SessionRow(*found)
-    if session.state == "timed_out":
-        if not resume(db.session.get(ParticipantSession, session.id), now):
-            raise PlaceLost
-        session = SessionRow(session.id, session.study_id, *db.session.execute(
-            select(ParticipantSession.state, ParticipantSession.catch_failed, ParticipantSession.last_seen_at)
-            .where(ParticipantSession.id == session.id)).one())
-    if session.state not in ANSWERABLE_STATES:
-        raise AnswerError(409, f"this session is {session.state.replace('_', ' ')} and takes no more answers")
-    study = study_facts(session.study_id)
-    row = _validated(payload, session.id, session_plan(public_id), study, now)
-    due = db.session.scalar(_NEXT, {"sid": session.id})
-    if row["trial_index"] > due:
-        raise AnswerError(409, f"trial {row['trial_index']} came before trial {due}: answers are taken in the order "
-                               "of the session's trials")
-    stored = db.session.execute(_insert(db.engine.dialect.name), {**row, "received_at": now}).scalar()
-    if stored is None:
-        existing = db.session.scalar(_EXISTING, {"sid": session.id, "index": row["trial_index"]})
-        if existing != row["client_id"]:
-            raise AnswerError(409, f"trial {row['trial_index']} of this session already has a different answer")
-        return False, session.state, session.last_seen_at or now, session
-    changes, state = _session_changes(session, study, row, now)
-    if changes:
-        db.session.execute(_TOUCH, {"sid": session.id, **changes})
-    return True, state, changes.get("last_seen_at", session.last_seen_at), session
+    return answer_store().record(public_id, payload, now)
 
 
 def _touch_step(study: StudyFacts) -> dt.timedelta:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 
 from study.config import config_from_dict
 from study.db import db
-from study.design import session_plan
+from study.design import build_session_plan
 from study.models import ACTIVE_STATES, AssignmentList, ParticipantSession, Stimulus, Study
 
 
@@ -93,6 +93,6 @@ def assign(session: ParticipantSession, study: Study, now: dt.datetime) -> None:
         pools[role].append(pk)
     config = config_from_dict(study.config)
     session.assignment_list = chosen
-    session.plan = session_plan(chosen.stimulus_ids, pools["practice"], pools["catch"], config, session.seed)
+    session.plan = build_session_plan(chosen.stimulus_ids, pools["practice"], pools["catch"], config, session.seed)
     session.touch(now)
     session.move_to("assigned", now)

@@ -29,7 +29,7 @@ from study.db import db, utcnow
 from study.design import DesignError
 from study.models import CONDITIONS, RESEARCHER_ROLES, Study
 from study.security import session_mark
-from study.driver import DEFAULT_RETRY_FOR
+from study.testing.driver import DEFAULT_RETRY_FOR
 from study.simulate import AnswerModel, simulate, study_stimuli, summary
 from study.auth import AccountError, act_for, create_admin, grant
 from study.backup import BackupError, backup, default_path

@@ -23,7 +23,8 @@ class DesignError(ValueError):
 
 
 @dataclass(frozen=True)
-class Design:
+class ListDesign:
+    """A study's Latin-square lists (engine.stimuli.design.Design is a stimulus set's design)."""
     conditions: tuple[str, ...]
     lists: list[list[str]]  # manifest stimulus ids per list
     practice: list[str]
@@ -35,7 +36,7 @@ def catch_count(config: StudyConfig, images: int) -> int:
     return round(images * config.catch_rate)
 
 
-def build_design(manifest: dict[str, Any], config: StudyConfig) -> Design:
+def build_list_design(manifest: dict[str, Any], config: StudyConfig) -> ListDesign:
     """Check that the stimulus set supports the config and cut it into lists."""
     experimental = [s for s in manifest["stimuli"] if s["role"] == "experimental"]
     present = {s["condition"] for s in experimental}
@@ -76,11 +77,11 @@ def build_design(manifest: dict[str, Any], config: StudyConfig) -> Design:
     blocks = [sources[i:i + per_list] for i in range(0, len(sources) - per_list + 1, per_list)]
     lists = [[by_source[src][conditions[(k + r) % len(conditions)]][0] for k, src in enumerate(block)]
              for block in blocks for r in range(len(conditions))]
-    return Design(conditions, lists, practice, catch, sorted(sources[len(blocks) * per_list:]))
+    return ListDesign(conditions, lists, practice, catch, sorted(sources[len(blocks) * per_list:]))
 
 
-def session_plan(list_items: list[int], practice_pool: list[int], catch_pool: list[int],
-                 config: StudyConfig, seed: int) -> list[list[Any]]:
+def build_session_plan(list_items: list[int], practice_pool: list[int], catch_pool: list[int],
+                       config: StudyConfig, seed: int) -> list[list[Any]]:
     """The answer slots of one session, in order: [stimulus pk, task, block, is_catch].
 
     Practice images come first; catch images are mixed into the main block at random positions

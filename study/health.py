@@ -3,7 +3,7 @@
 A database that cannot take a request right now (SQLite's lock held past the busy timeout, a
 full disk, PostgreSQL restarting) raises OperationalError. That is the server's trouble, not
 the participant's, and it passes: the answer is 503 with Retry-After, which the trial page, the
-step forms (study/static/retry.js) and the bots (study.driver) retry, never a bare 500.
+step forms (study/static/retry.js) and the bots (study.testing.driver) retry, never a bare 500.
 
 `/healthz` commits a write (study.models.HealthProbe, left as it was), so a readiness check fails
 while writes fail instead of saying "ok" over a database that takes none.

@@ -29,7 +29,9 @@ bp = Blueprint("participant", __name__)
 ENDED_STATES = ("declined", "withdrawn", "screened_out")
 
 
-def open_study(slug: str) -> tuple[Study, StudyConfig]:
+def require_open_study(slug: str) -> tuple[Study, StudyConfig]:
+    """The open study at this slug, or the request ends with 404 (none) or 410 (closed). Opening a
+    study (a state change) is study.lifecycle.open_study."""
     study = db.session.scalar(select(Study).where(Study.slug == slug))
     if study is None:
         abort(404, "There is no study at this address. Please check the link you were given.")
@@ -123,7 +125,7 @@ def _refuse(study: Study, panel: str, reason: str, status: int, session: Partici
 
 @bp.get("/study/<slug>")
 def entry(slug: str):
-    study, config = open_study(slug)
+    study, config = require_open_study(slug)
     found, mark = _parsed_entry(slug, config, request.args)
     if found.preview:
         return render_template("preview.html", study=study, config=config)
@@ -147,7 +149,7 @@ def entry(slug: str):
 @bp.post("/study/<slug>/consent")
 def consent(slug: str):
     begin_write()
-    study, config = open_study(slug)
+    study, config = require_open_study(slug)
     found, mark = _parsed_entry(slug, config, request.form)
     if found.preview:
         abort(400, "This is a preview; accept the task on the recruiting site to take part.")

@@ -11,9 +11,8 @@ from typing import Any
 
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, Select, String, Table, select
 
-from contracts import RESPONSE_SCHEMA, load_schema
+from contracts import RESPONSE_SCHEMA, RESPONSES_VIEW, load_schema
 
-VIEW = "responses_long"
 _SQL_TYPES = {"boolean": Boolean, "integer": Integer, "number": Float, "string": String}
 
 
@@ -26,7 +25,7 @@ def _sql_type(spec: dict[str, Any]):
 @cache
 def view_table() -> Table:
     props = load_schema(RESPONSE_SCHEMA)["properties"]
-    return Table(VIEW, MetaData(), *(Column(name, _sql_type(spec)) for name, spec in props.items()))
+    return Table(RESPONSES_VIEW, MetaData(), *(Column(name, _sql_type(spec)) for name, spec in props.items()))
 
 
 def responses_query(study_slug: str | None = None) -> Select:

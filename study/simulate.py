@@ -1,7 +1,7 @@
 """Simulated participants (bots) that take a running study through its real HTTP flow.
 
 `flask --app study simulate --url URL --study SLUG --participants N` pilots a study end to end
-and gives the analyst data before real participants exist. Each bot is a study.driver
+and gives the analyst data before real participants exist. Each bot is a study.testing.driver
 Participant; its entry link carries a signed mark (study.security.session_mark), so the server
 flags the session as a bot: bots are balanced among themselves, never fill the study, and are
 left out of exports unless asked for. The mark is signed with this app's secret key, so run the
@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 
 from study.db import db
-from study.driver import DEFAULT_RETRY_FOR, DriverError, Participant, ServerUnavailable, StudyFull
+from study.testing.driver import DEFAULT_RETRY_FOR, DriverError, Participant, ServerUnavailable, StudyFullReply
 from study.models import Stimulus, Study
 
 
@@ -129,7 +129,7 @@ def run_bot(base_url: str, slug: str, params: dict[str, str], bot: Bot, retry_fo
             return result
         driver.complete()
         result.outcome = "completed"
-    except StudyFull:
+    except StudyFullReply:
         result.outcome = "full"
     except ServerUnavailable as exc:
         result.outcome = "stranded" if driver.data is not None else "error"

@@ -20,7 +20,7 @@ from contracts import ContractError, load_stimulus_set
 from study.auth import grant
 from study.config import StudyConfig
 from study.db import db
-from study.design import Design, build_design
+from study.design import ListDesign, build_list_design
 from study.lifecycle import config_sha256, open_study
 from study.models import AssignmentList, Stimulus, Study
 
@@ -49,7 +49,7 @@ def read_image(stimuli_dir: Path, file: str) -> bytes:
     return data
 
 
-def create_study(config: StudyConfig, stimuli_dir: str | Path, owner: str | None = None) -> tuple[Study, Design]:
+def create_study(config: StudyConfig, stimuli_dir: str | Path, owner: str | None = None) -> tuple[Study, ListDesign]:
     """Validate the set (schema, every image hash, every image a PNG file of the set), cut it into
     lists, store it all at once; `owner` (a researcher's name) gets the owner role.
 
@@ -59,7 +59,7 @@ def create_study(config: StudyConfig, stimuli_dir: str | Path, owner: str | None
     stimuli_dir = Path(stimuli_dir)
     manifest = load_stimulus_set(stimuli_dir)
     images = {s["file"]: read_image(stimuli_dir, s["file"]) for s in manifest["stimuli"]}
-    design = build_design(manifest, config)
+    design = build_list_design(manifest, config)
     if db.session.scalar(select(Study.id).where(Study.slug == config.id)) is not None:
         raise StudyExists(f"a study with id {config.id!r} already exists; give the config another id")
 

@@ -4,7 +4,6 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from study.config import StudyConfig
 from study.db import db
 from study.health import write_problem
 from study.models import Study
@@ -42,10 +41,8 @@ def paragraphs(text_block: str) -> list[str]:
     return [p.strip() for p in text_block.strip().split("\n\n") if p.strip()]
 
 
-@bp.app_template_global("workload")
-def workload(study: Study, config: StudyConfig) -> Workload:
-    """The numbers a participant of `study` is asked for, for the texts that describe them."""
-    return study_workload(study, config)
+# The numbers a participant of a study is asked for, for the texts that describe them.
+bp.add_app_template_global(study_workload)
 
 
 @bp.app_template_filter("fill")

@@ -34,3 +34,12 @@ def test_every_entry_point_prints_help(cmd):
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "usage" in result.stdout.lower()
+
+
+def test_no_tracked_file_leans_on_a_folder_outside_the_repository():
+    """The repository stands alone: what a maintainer needs from outside is summarised in docs/."""
+    outside = "../" + "shared"  # spelled in two parts so this file does not match itself
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    leaning = [name for name in tracked if name and (REPO / name).is_file()
+               and outside in (REPO / name).read_bytes().decode("utf-8", "replace")]
+    assert leaning == []

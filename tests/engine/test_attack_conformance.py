@@ -1,9 +1,9 @@
 """The engine's attacks equal torchattacks' (an independent implementation) bit for bit.
 
-torchattacks is a test-only peer installed with --no-deps (see the Makefile). Oracles chosen as
-in ../shared/research/attacks.md: PGD against torchattacks.PGD (its BIM clips in another order),
-Ross's TGSM against BIM(eps=1) targeted, JSMA θ > 0 against torchattacks.JSMA (θ < 0 is broken
-there, so tests/engine/test_attacks.py checks its invariants instead).
+torchattacks is a test-only peer installed with --no-deps (see the Makefile). Why each oracle is
+the one it is: docs/engine.md, "Attack oracles" (PGD against torchattacks.PGD, Ross's TGSM
+against BIM(eps=1) targeted, JSMA θ > 0 against torchattacks.JSMA; θ < 0 is checked by its
+invariants in tests/engine/test_attacks.py).
 """
 from __future__ import annotations
 

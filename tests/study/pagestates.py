@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, Request
 
 from study.config import DEFAULT_CONFIG, load_config, parse_config
 from study.db import db
-from study.driver import Participant
+from study.testing.driver import Participant
 from study.studies import create_study
 from studyhelp import BASE_CONFIG, app_with_study
 

@@ -17,9 +17,8 @@ from study import create_app
 from study.config import StudyConfig, load_config, parse_config
 from study.db import db
 from study.studies import create_study
-from study.synthetic import write_stimulus_set
-
-from conftest import VENV_BIN, free_port, stop_group, wait_for_http
+from study.testing.servers import gunicorn
+from study.testing.synthetic import write_stimulus_set
 
 BASE_CONFIG: dict[str, Any] = {
     "id": "test-study", "title": "Digit study (test)", "target_participants": 12,
@@ -70,14 +69,6 @@ def study_server(database_url: str, config_path: Path | None, stimset: Path | No
     if config_path is not None:
         with app_with_study(database_url, load_config(config_path), stimset).app_context():
             db.engine.dispose()  # the server must not share this process's connections
-    port = port or free_port()
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "study:create_app()"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("STUDY_TEST_LOG", os.devnull), "a"), start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base + "/healthz", proc=proc)
-        yield base, proc
-    finally:
-        stop_group(proc)
+    with open(os.environ.get("STUDY_TEST_LOG", os.devnull), "a") as log:
+        with gunicorn(env, port, ["--workers", str(workers)], stderr=log) as served:
+            yield served

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 
 from study.config import parse_config
 from study.db import db
-from study.driver import Participant
+from study.testing.driver import Participant
 from study.models import AuditEvent, ParticipantSession
 from study.security import session_mark, session_token
 from studyhelp import BASE_CONFIG, app_with_study, make_app, stimset  # noqa: F401  (fixtures)

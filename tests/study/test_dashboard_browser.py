@@ -11,8 +11,8 @@ import pytest
 import contracts
 from study.config import DEFAULT_CONFIG, load_config
 from study.db import db
-from study.driver import Participant
-from study.synthetic import write_stimulus_set
+from study.testing.driver import Participant
+from study.testing.synthetic import write_stimulus_set
 from studyhelp import app_with_study, stimset, study_server, write_config  # noqa: F401  (fixtures)
 from test_browser import serious_violations
 

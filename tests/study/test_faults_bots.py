@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from conftest import free_port
 from study import create_app
-from study.driver import Participant, ServerUnavailable
+from study.testing.driver import Participant, ServerUnavailable
 from study.security import session_mark
 from study.simulate import simulate, summary
 from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)

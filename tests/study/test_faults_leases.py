@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from study.db import db
-from study.driver import DriverError, Participant, StudyFull
+from study.testing.driver import DriverError, Participant, StudyFullReply
 from study.models import ParticipantSession
 from studyhelp import BASE_CONFIG, make_app, stimset  # noqa: F401  (fixtures)
 
@@ -95,6 +95,6 @@ def test_an_open_pages_heartbeat_keeps_a_slow_participants_place(make_app):
         beat = slow.post_json(f"{slow.token_path}/heartbeat", {})
         assert beat.status == 200 and 1 <= beat.json()["every_s"] <= 120
         time.sleep(0.5)
-    with pytest.raises(StudyFull):
+    with pytest.raises(StudyFullReply):
         person(app, "hopeful").start()
     assert slow.run() == "CODE-OK"

@@ -11,7 +11,7 @@ import time
 from conftest import REPO, free_port
 from study.db import db
 from study.config import load_config
-from study.driver import Participant
+from study.testing.driver import Participant
 from studyhelp import app_with_study, stimset, write_config  # noqa: F401  (fixtures)
 
 STALLED = 12  # more than the demo's gunicorn has workers × threads, several times over

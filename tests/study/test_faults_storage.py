@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from study.config import parse_config
-from study.driver import Participant
+from study.testing.driver import Participant
 from studyhelp import BASE_CONFIG, app_with_study, stimset, study_server, write_config  # noqa: F401  (fixtures)
 from test_dashboard import PASSWORD, login
 

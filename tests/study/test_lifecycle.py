@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy import create_engine, func, select, text, update
 
 from study.db import db
-from study.driver import Participant
+from study.testing.driver import Participant
 from study.models import Answer, AuditEvent, ParticipantSession, Stimulus
 from study.security import session_mark
 from studyhelp import make_app, stimset  # noqa: F401  (fixtures)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import create_engine, text
 
 from conftest import free_port
-from study.driver import Participant, StudyFull
+from study.testing.driver import Participant, StudyFullReply
 from studyhelp import stimset, study_server, write_config  # noqa: F401  (fixtures)
 
 RUSH = 64
@@ -52,7 +52,7 @@ def test_a_rush_of_arrivals_is_balanced_and_the_target_is_met_evenly(database_ur
         while True:  # latecomers take the freed places until the study is full
             try:
                 Participant(base, "test-study", {"participant": f"late{newcomers}"}, seed=1000 + newcomers).run()
-            except StudyFull:
+            except StudyFullReply:
                 break
             newcomers += 1
         assert newcomers == 16

@@ -32,7 +32,7 @@ from conftest import REPO, VENV_BIN, free_port, stop_group, wait_for_http
 from study.auth import create_admin
 from study.config import parse_config
 from study.db import db
-from study.driver import HIDDEN_INPUT, Participant, Reply
+from study.testing.driver import HIDDEN_INPUT, Participant, Reply
 from study.lifecycle import close_study, find_study
 from study.security import public_id_from_token, session_mark
 from study.studies import create_study
@@ -124,7 +124,7 @@ def instances(postgres_server, stimset, tmp_path_factory) -> Iterator[Instances]
 
 @dataclass
 class Client(Participant):
-    """A participant (study.driver) at one address, as nginx reports it to whichever instance it picks."""
+    """A participant (study.testing.driver) at one address, as nginx reports it to whichever instance it picks."""
     address: str = "198.51.100.1"
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:

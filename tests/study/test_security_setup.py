@@ -105,7 +105,7 @@ def test_purge_panel_ids_forgets_raw_ids_of_ended_sessions_only(make_app):
     from sqlalchemy import select
 
     from study.db import db
-    from study.driver import Participant
+    from study.testing.driver import Participant
     from study.models import AuditEvent, ParticipantSession
 
     app = make_app()

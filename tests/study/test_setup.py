@@ -12,8 +12,8 @@ from alembic.migration import MigrationContext
 
 import contracts
 from study.config import ConfigError, load_config, parse_config
-from study.design import build_design
-from study.synthetic import write_stimulus_set
+from study.design import build_list_design
+from study.testing.synthetic import write_stimulus_set
 from studyhelp import BASE_CONFIG, make_app, stimset, write_config  # noqa: F401  (fixtures)
 
 
@@ -66,7 +66,7 @@ def test_lists_are_a_latin_square_over_conditions(tmp_path):
     directory = write_stimulus_set(tmp_path, sources=12, conditions=("normal", "adversarial", "gradreg", "clean"))
     manifest = json.loads((directory / "manifest.json").read_text())
     by_id = {s["id"]: s for s in manifest["stimuli"]}
-    design = build_design(manifest, parse_config({**BASE_CONFIG, "trials_per_participant": 4}))
+    design = build_list_design(manifest, parse_config({**BASE_CONFIG, "trials_per_participant": 4}))
     assert len(design.lists) == 3 * 4  # 3 blocks of 4 sources × 4 rotations
     for items in design.lists:
         assert len({by_id[k]["source_id"] for k in items}) == 4  # each source at most once

@@ -14,7 +14,7 @@ import pandas as pd
 
 import contracts
 from conftest import REPO, VENV_BIN, free_port, wait_for_http
-from study.driver import Participant
+from study.testing.driver import Participant
 from study.export import PARTICIPANT_COLUMNS, Selection, export_all
 from studyhelp import make_app, stimset, write_config  # noqa: F401  (fixtures)
 

@@ -11,8 +11,8 @@ import re
 import pytest
 
 from study.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
-from study.driver import HIDDEN_INPUT, STUDY_DATA
-from study.synthetic import write_stimulus_set
+from study.testing.driver import HIDDEN_INPUT, STUDY_DATA
+from study.testing.synthetic import write_stimulus_set
 from studyhelp import BASE_CONFIG, app_with_study
 
 

@@ -64,7 +64,7 @@ def write_stimulus_set(directory: Path, sources: int = 8, conditions: tuple[str,
     manifest = {
         "schema_version": "1.0", "created_at": "2026-11-25T11:30:00Z",
         "engine": {"version": "synthetic", "git_commit": None}, "config": {"preset": "synthetic"}, "seed": seed,
-        "dataset": {"name": "synthetic", "source": "study/synthetic.py", "split": "test", "sha256": "d" * 64},
+        "dataset": {"name": "synthetic", "source": "study/testing/synthetic.py", "split": "test", "sha256": "d" * 64},
         "models": models, "stimuli": stimuli,
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -32,8 +32,8 @@ class DriverError(RuntimeError):
     pass
 
 
-class StudyFull(DriverError):
-    pass
+class StudyFullReply(DriverError):
+    """The server answered with its "study is full" page (the server side is study.assignment.StudyFull)."""
 
 
 class ServerUnavailable(DriverError):
@@ -176,12 +176,12 @@ class Participant:
         """Entry, consent, instructions; ends on the trial page with its data loaded."""
         entry = self._expect(self.get(f"/study/{self.study}?{urlencode(self.params)}"), "entry")
         if self.token_path is None and "The study is full" in entry.text:
-            raise StudyFull(f"study {self.study} is full")
+            raise StudyFullReply(f"study {self.study} is full")
         if self.token_path is None:  # not a resumed participant: consent first
             fields = {k: html.unescape(v) for k, v in HIDDEN_INPUT.findall(entry.text)}
             entry = self._expect(self.post_form(f"/study/{self.study}/consent", {**fields, "choice": "agree"}), "consent")
             if self.token_path is None and "The study is full" in entry.text:
-                raise StudyFull(f"study {self.study} is full")
+                raise StudyFullReply(f"study {self.study} is full")
         if "study-data" not in entry.text:
             fields = {k: html.unescape(v) for k, v in HIDDEN_INPUT.findall(entry.text)}
             entry = self._expect(self.post_form(f"{self.token_path}/instructions", fields), "instructions")
