@@ -40,7 +40,7 @@ def test_consent_instructions_and_completion_survive_outages(stimset, tmp_path, 
     with study_server(url, None, None, port=port) as (_base, proc):
         page.wait_for_selector("text=Instructions", timeout=20000)
         # The page came by fetch and document.write: its retry.js runs once the page has loaded.
-        page.wait_for_function("document.readyState === 'complete'")
+        page.wait_for_function("() => document.readyState === 'complete'")
         page.context.set_offline(True)
         page.click("text=Start the practice images")  # with no network
         assert "interrupted" in outage_note(page)
