@@ -62,7 +62,10 @@ def paired_t(x: np.ndarray, y: np.ndarray) -> dict[str, float | str]:
 def by_image(answers: pd.DataFrame, outcome: str, layout: Layout, contrasts: list[Contrast]) -> pd.DataFrame:
     """F2: per-image means compared between conditions (paired by source in the matched layout)."""
     data = answers.dropna(subset=[outcome])
-    per_image = data.groupby(["condition", layout.unit, "stimulus_id"])[outcome].mean()
+    # Images are averaged first, then per unit. In the nested layout the unit is the image itself:
+    # grouping by it twice would make two index levels of one name, which pandas cannot tell apart.
+    keys = list(dict.fromkeys(["condition", layout.unit, "stimulus_id"]))
+    per_image = data.groupby(keys)[outcome].mean()
     per_unit = per_image.groupby(level=["condition", layout.unit]).mean().unstack("condition")
     rows = []
     for k in contrasts:

@@ -1,5 +1,7 @@
 """Oracle checks: our numbers against scipy / pingouin on literal inputs and against the reference
 values of lme4, ordinal and statsmodels on the reference data set (docs/analysis.md, "Oracles")."""
+import warnings
+
 import numpy as np
 import pingouin as pg
 import pytest
@@ -8,7 +10,7 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis.agreement import alpha_by_condition, krippendorff_alpha
 from analysis.inference import OUTCOMES, contrast_table, detect_layout, fit_model, holm, omnibus, planned_contrasts
-from analysis.robustness import by_participant, mann_whitney, paired_t, wilcoxon_paired
+from analysis.robustness import by_image, by_participant, mann_whitney, paired_t, wilcoxon_paired
 from analysis.simulate import simulate_answers
 
 # Data set U: per-participant mean ratings, columns normal, adversarial, gradreg, distilled.
@@ -47,6 +49,18 @@ def test_mann_whitney_matches_scipy_and_pingouin():
     theirs = pg.mwu(b, a)
     assert ours["p"] == pytest.approx(theirs["p_val"].iloc[0], rel=1e-9)
     assert ours["effect"] == pytest.approx(theirs["RBC"].iloc[0], rel=1e-9)
+
+
+def test_by_image_in_the_nested_layout_is_mann_whitney_on_image_means():
+    # The unit is the image itself there; grouping by it twice once raised pandas' ambiguous-level warning.
+    answers = simulate_answers("nested", participants=10, sources=16, seed=4)
+    layout = detect_layout(answers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = by_image(answers, "rating", layout, planned_contrasts(["normal", "adversarial", "gradreg", "distilled"]))
+    means = answers.dropna(subset=["rating"]).groupby(["condition", "stimulus_id"])["rating"].mean()
+    row = table.set_index("contrast").loc["gradreg − normal"]
+    assert row["n"] == 8 and row["p"] == pytest.approx(stats.mannwhitneyu(means["gradreg"], means["normal"], method="asymptotic").pvalue, rel=1e-12)
 
 
 def test_holm_matches_statsmodels_and_pingouin():
