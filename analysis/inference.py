@@ -3,7 +3,8 @@
 Participants and images are crossed random factors. statsmodels has no frequentist crossed GLMM or
 cumulative-link mixed model, so the primary models are population-averaged: a logistic GLM for the
 label outcomes and a proportional-odds `OrderedModel` for ratings, each with Cameron–Gelbach–Miller
-two-way clustered standard errors over participants and the image unit. In simulations of this
+two-way clustered standard errors over participants and the image unit, from jackknife-type
+(leave-one-cluster-out) meats (`two_way_cluster_cov`). In simulations of this
 design (docs/analysis.md) these single-contrast tests matched glmer / clmm in type-I
 error and power, provided the image unit is the coarsest image-level unit that carries shared
 variance: the source digit in the matched layout, the image in the nested one. Their estimates are
