@@ -1,7 +1,7 @@
 """Fast calibration: the report's primary tests hold their type-I error on simulated null studies
 in the platform's (matched) layout, and the fixed-image analysis fails the same check.
 
-Small studies (40 participants × 48 sources: fewer clusters make the check harder, not easier) and
+Smaller studies (48 participants × 64 sources: fewer clusters make the check harder, not easier) and
 a wide band keep this to seconds. The measurement (500 studies per generator, two generators,
 band 3.1–6.9 %, power beside clmm) is `python -m benchmarks --only calibration --tier full`.
 """
@@ -17,7 +17,7 @@ NEGATIVE_CONTROL_STUDIES = 40  # its rejection rate is ~0.4: 40 studies tell it 
 
 @pytest.fixture(scope="module")
 def matched_null():
-    return summarise(run_replicates(STUDIES, "matched", 40, 48, NULL, workers=2))
+    return summarise(run_replicates(STUDIES, "matched", 48, 64, NULL, workers=2))
 
 
 def test_primary_tests_reject_a_true_null_at_the_nominal_rate(matched_null):
