@@ -112,5 +112,5 @@ def run(tier: str) -> None:
                         "raw meats), the first 300 independent null studies rejected at 3.3 / 7.0 / 6.7 % (rating: adversarial / "
                         "distilled / gradreg − normal), t statistics' SD 0.98–1.07. Alternative: gradreg − normal +0.3 latent logit "
                         "(project) / +0.18 probit (independent). clmm (ordinal, crossed random intercepts for participant, "
-                        f"source and image) ran only on the first {cfg['clmm']} alternative studies of each generator: a fit "
-                        "takes 30–100 s on these 2 shared cores.")
+                        f"source and image) ran only on the first {cfg['clmm']} alternative studies of each generator (seconds "
+                        "per fit in the peer column, on 2 shared cores): too few to tell the two tests' power apart.")
