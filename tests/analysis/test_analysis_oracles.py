@@ -1,5 +1,7 @@
 """Oracle checks: our numbers against scipy / pingouin on literal inputs and against the reference
 values of lme4, ordinal and statsmodels on the reference data set (docs/analysis.md, "Oracles")."""
+import warnings
+
 import numpy as np
 import pingouin as pg
 import pytest
@@ -8,7 +10,7 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis.agreement import alpha_by_condition, krippendorff_alpha
 from analysis.inference import OUTCOMES, contrast_table, detect_layout, fit_model, holm, omnibus, planned_contrasts
-from analysis.robustness import by_participant, mann_whitney, paired_t, wilcoxon_paired
+from analysis.robustness import by_image, by_participant, mann_whitney, paired_t, wilcoxon_paired
 from analysis.simulate import simulate_answers
 
 # Data set U: per-participant mean ratings, columns normal, adversarial, gradreg, distilled.
@@ -47,6 +49,18 @@ def test_mann_whitney_matches_scipy_and_pingouin():
     theirs = pg.mwu(b, a)
     assert ours["p"] == pytest.approx(theirs["p_val"].iloc[0], rel=1e-9)
     assert ours["effect"] == pytest.approx(theirs["RBC"].iloc[0], rel=1e-9)
+
+
+def test_by_image_in_the_nested_layout_is_mann_whitney_on_image_means():
+    # The unit is the image itself there; grouping by it twice once raised pandas' ambiguous-level warning.
+    answers = simulate_answers("nested", participants=10, sources=16, seed=4)
+    layout = detect_layout(answers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = by_image(answers, "rating", layout, planned_contrasts(["normal", "adversarial", "gradreg", "distilled"]))
+    means = answers.dropna(subset=["rating"]).groupby(["condition", "stimulus_id"])["rating"].mean()
+    row = table.set_index("contrast").loc["gradreg − normal"]
+    assert row["n"] == 8 and row["p"] == pytest.approx(stats.mannwhitneyu(means["gradreg"], means["normal"], method="asymptotic").pvalue, rel=1e-12)
 
 
 def test_holm_matches_statsmodels_and_pingouin():
@@ -88,11 +102,14 @@ def reference():
     return answers
 
 
-# estimate / SE of (adversarial, gradreg, distilled) − normal on the reference data set (statsmodels)
+# estimate / SE of (adversarial, gradreg, distilled) − normal on the reference data set. Estimates:
+# statsmodels. Label SEs: R sandwich 3.0.2, vcovCL(glm(y ~ condition, binomial), cluster = ~ participant_id
+# + stimulus_id, type = "HC3", cadjust = TRUE), the same jackknife-type two-way covariance computed
+# from the hat matrix; rating SEs: ours (sandwich has no clm methods), pinned.
 REFERENCE_FITS = {
-    "target": [(0.730013, 0.222390), (0.462103, 0.216281), (0.242870, 0.225771)],
-    "true": [(-0.643639, 0.215892), (-0.309935, 0.209640), (0.057790, 0.208311)],
-    "rating": [(0.467916, 0.151531), (-0.129503, 0.167834), (0.093202, 0.167597)],
+    "target": [(0.730013, 0.2324528551), (0.462103, 0.2260714198), (0.242870, 0.2356212545)],
+    "true": [(-0.643639, 0.2258123710), (-0.309935, 0.2191436376), (0.057790, 0.2178001566)],
+    "rating": [(0.467916, 0.158189), (-0.129503, 0.175370), (0.093202, 0.175177)],
 }
 
 
@@ -107,8 +124,11 @@ def test_two_way_cluster_models_match_reference(reference, outcome):
         assert row["estimate"] == pytest.approx(estimate, rel=1e-4, abs=1e-6)
         assert row["se"] == pytest.approx(se, rel=1e-4)
         assert row["p"] == pytest.approx(2 * stats.t.sf(abs(estimate / se), row["df"]), rel=1e-3)
+    if outcome.kind == "ordinal":  # the answers' information shares add up to the model's information
+        np.testing.assert_allclose(fit.result.model.information_obs(fit.params).sum(0), -fit.result.model.hessian(fit.params),
+                                   rtol=1e-4, atol=1e-6)
     if outcome.name == "target":
-        assert omnibus(fit)["chi2"] == pytest.approx(11.695255, rel=1e-5)
+        assert omnibus(fit)["chi2"] == pytest.approx(10.718476, rel=1e-5)
         # probability scale: the model-implied difference equals the raw difference of rates (saturated model)
         rates = reference.groupby("condition")["target"].mean()
         assert table.loc["gradreg − normal", "diff"] == pytest.approx(rates["gradreg"] - rates["normal"], abs=1e-6)
