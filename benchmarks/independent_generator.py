@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-CONDITIONS = ("normal", "adversarial", "gradreg", "distilled")
+GENERATED_CONDITIONS = ("normal", "adversarial", "gradreg", "distilled")
 CUTS_5 = np.array([-1.6, -0.5, 0.2, 1.3])  # probit cut points of a 1..5 rating
 
 
 @dataclass(frozen=True)
 class World:
-    """Condition effects (CONDITIONS order; latent probit scale for ratings, log-odds for the target
+    """Condition effects (GENERATED_CONDITIONS order; latent probit scale for ratings, log-odds for the target
     label) and standard deviations of the random effects."""
 
     rating: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
@@ -42,7 +42,7 @@ ALTERNATIVE_WORLD = World(rating=(0.0, 0.0, 0.18, 0.0), target=(-1.2, -1.2, -0.7
 def study(world: World, participants: int = 48, sources: int = 64, seed: int = 0) -> pd.DataFrame:
     """One study in the analysis's answer format (columns of `analysis.loading.answers_frame` that
     the primary path uses): a label row and a rating row per trial, minus the lost ones."""
-    n_cond = len(CONDITIONS)
+    n_cond = len(GENERATED_CONDITIONS)
     if sources % n_cond:
         raise ValueError(f"sources must be a multiple of {n_cond} (got {sources})")
     rng = np.random.default_rng([seed, 2026])
@@ -70,7 +70,7 @@ def study(world: World, participants: int = 48, sources: int = 64, seed: int = 0
         "participant_id": [f"ind-p{p:03d}" for p in part],
         "stimulus_id": [f"ind-s{i:04d}" for i in image],
         "source_id": [f"ind-src{s:03d}" for s in source],
-        "condition": np.asarray(CONDITIONS)[cond],
+        "condition": np.asarray(GENERATED_CONDITIONS)[cond],
         "norm_l2": np.round(rng.gamma(9.0, 0.6, sources * n_cond)[image], 3),
         "order": np.concatenate([rng.permutation(sources) for _ in range(participants)]),
     })
