@@ -221,23 +221,30 @@ def test_design_errors_are_one_line_config_errors(tmp_path):
         "design": {"conditions": ["normal"], "target_rule": "all"}, "train": {"gradreg": {"lambda": 300.0}}}
 
 
-def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
-    """End to end through `engine generate-stimuli --models` (the zoo's training is its own tests' business)."""
+def briefly_trained_demo_cnn(dataset, steps: int = 40) -> nn.Module:
     torch.manual_seed(0)
     model = build_model("demo")
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(40):
+    for _ in range(steps):
         batch = torch.randint(len(dataset.train.y), (64,), generator=gen)
         optimiser.zero_grad()
         F.cross_entropy(model(dataset.train.x[batch]), dataset.train.y[batch]).backward()
         optimiser.step()
-    model.eval()
+    return model.eval()
+
+
+def checkpoint_meta(condition: str, dataset, **changes) -> dict:
+    return {"id": f"{condition}-test", "condition": condition, "architecture": "demo", "hyperparameters": {"steps": 40},
+            "clean_accuracy": 0.9, "dataset_sha256": dataset.sha256, "seed": 0, **changes}
+
+
+def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
+    """End to end through `engine generate-stimuli --models` (the zoo's training is its own tests' business)."""
+    model = briefly_trained_demo_cnn(dataset)
     paths = []
     for condition in ("normal", "gradreg"):
-        meta = {"id": f"{condition}-test", "condition": condition, "architecture": "demo", "hyperparameters": {},
-                "clean_accuracy": 0.9, "dataset_sha256": dataset.sha256, "seed": 0}
-        checkpoints.save(model, meta, tmp_path / f"{condition}.pt")
+        checkpoints.save(model, checkpoint_meta(condition, dataset), tmp_path / f"{condition}.pt")
         paths.append(str(tmp_path / f"{condition}.pt"))
     out = tmp_path / "cli-set"
     argv = ["generate-stimuli", "--out", str(out), "--models", *paths, "--quiet", "--set", 'conditions=["normal","gradreg"]',
@@ -257,3 +264,40 @@ def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys):
         assert cli.main([*argv, "--force", "--set", bad]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err
+
+
+def test_verify_accepts_a_faithful_retrain_and_names_what_differs_otherwise(tmp_path, dataset, capsys):
+    model = briefly_trained_demo_cnn(dataset)
+    checkpoints.save(model, checkpoint_meta("normal", dataset), tmp_path / "made" / "normal.pt")
+    out = tmp_path / "set"
+    assert cli.main(["generate-stimuli", "--out", str(out), "--models", str(tmp_path / "made" / "normal.pt"), "--quiet",
+                     "--set", 'conditions=["normal"]', "--set", "sources_per_class=1", "--set", "practice=0",
+                     "--set", "catch=0"]) == 0
+    capsys.readouterr()
+
+    def run_verify(directory: Path) -> tuple[int, str]:
+        status = cli.main(["verify", str(out), "--models-dir", str(directory)])
+        captured = capsys.readouterr()
+        return status, captured.out + captured.err
+
+    # Retrained the same way, in another folder: the same bytes, found by sha256.
+    checkpoints.save(briefly_trained_demo_cnn(dataset), checkpoint_meta("normal", dataset), tmp_path / "again" / "normal.pt")
+    assert run_verify(tmp_path / "again") == (0, f"{out}: all 20 stimuli match their hashes, norms and every model's predictions\n")
+    # Same settings, other bytes (here: one weight nudged by 1e-7), same records: accepted, said so.
+    nudged = briefly_trained_demo_cnn(dataset)
+    with torch.no_grad():
+        next(nudged.parameters()).view(-1)[0] += 1e-7
+    checkpoints.save(nudged, checkpoint_meta("normal", dataset), tmp_path / "nudged" / "normal.pt")
+    status, text = run_verify(tmp_path / "nudged")
+    assert status == 0 and "normal.pt has the recorded settings, seed and data but other bytes" in text
+    assert "1 model(s) retrained faithfully" in text
+    # Same settings, other weights that change the records: each changed record is listed.
+    checkpoints.save(briefly_trained_demo_cnn(dataset, steps=5), checkpoint_meta("normal", dataset), tmp_path / "short" / "normal.pt")
+    status, text = run_verify(tmp_path / "short")
+    assert status == 2 and "other bytes" in text and ": prediction recorded" in text
+    # Other settings: not used; every setting that differs is named.
+    checkpoints.save(nudged, checkpoint_meta("normal", dataset, seed=1, hyperparameters={"steps": 5}), tmp_path / "other" / "normal.pt")
+    status, text = run_verify(tmp_path / "other")
+    assert status == 2 and "the closest, normal.pt, was trained otherwise: hyperparameters.steps 40 → 5; seed 0 → 1" in text
+    status, text = run_verify(tmp_path / "nothing")
+    assert status == 2 and "none of condition normal" in text
