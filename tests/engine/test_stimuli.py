@@ -214,6 +214,10 @@ def test_design_errors_are_one_line_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="design.iterations = 2.5"):
         stimuli.load_design(overrides={"iterations": 2.5})
     assert stimuli.load_design(overrides={"attack": "itgsm"}).attack == "iterated-tgsm"  # the old name still reads
+    assert stimuli.load_design().conditions == ("normal", "adversarial", "distilled", "gradreg", "pgd-adversarial", "trades")
+    assert stimuli.load_design(name="paper").conditions == ("normal", "adversarial", "distilled", "gradreg")
+    with pytest.raises(ConfigError, match="unknown design 'papr'; choose one of six-defenses, paper"):
+        stimuli.load_design(name="papr")
     (tmp_path / "d.toml").write_text('matching = "l2"\nsources_per_class = 3\n')
     design = stimuli.load_design(tmp_path / "d.toml", {"step": 0.05})
     assert (design.matching, design.sources_per_class, design.step, design.iterations) == ("l2", 3, 0.05, 10)
