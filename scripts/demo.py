@@ -11,7 +11,7 @@ of gunicorn's few workers. Without nginx on the machine the demo serves on gunic
 says so.
 
 Environment: DEMO_OUT (default runs/demo), DEMO_PORT (8000), DEMO_SERVE=0 to exit instead of
-serving, DEMO_SIMULATE=N bots on the first run (default 24, 0 for none), DEMO_GENERATE_ARGS: extra
+serving, DEMO_SIMULATE=N bots on the first run (default 28, 0 for none), DEMO_GENERATE_ARGS: extra
 `engine generate-stimuli` arguments (e.g. "--set sources_per_class=1 --models a.pt b.pt" for a tiny run).
 """
 from __future__ import annotations
@@ -32,13 +32,15 @@ BIN = Path(sys.executable).parent
 OUT = Path(os.environ.get("DEMO_OUT", REPO / "runs" / "demo")).resolve()
 PORT = int(os.environ.get("DEMO_PORT", "8000"))
 SERVE = os.environ.get("DEMO_SERVE", "1") != "0"
-SIMULATE = int(os.environ.get("DEMO_SIMULATE", "24"))
+SIMULATE = int(os.environ.get("DEMO_SIMULATE", "28"))  # 4 per list of the default design's 7
 GENERATE_ARGS = shlex.split(os.environ.get("DEMO_GENERATE_ARGS", ""))
 STUDY_CONFIG = REPO / "study" / "default_study.toml"
-# The bots answer as if regularized models' images looked more like their targets. These are
-# assumed effects that make the demo's report non-trivial, not findings.
-BOT_EFFECTS = ["--rating", "normal=2.0", "--rating", "adversarial=2.2", "--rating", "distilled=2.1",
-               "--rating", "gradreg=3.4", "--rating", "clean=1.5", "--participant-sd", "0.5", "--image-sd", "0.5"]
+# The bots' assumption, the same for every condition: an image is rated more legitimate the more
+# it was changed, 1.5 + 0.2 × its L2 distance from its source (0..1 pixels; clean controls: 1.5),
+# on the 1-5 scale. No defense is favoured by name: differences between conditions in the demo's
+# report come only from how much each defense's images differ from their sources. It makes the
+# report non-trivial; it is an assumption, not a finding. Labels are answered at chance.
+BOT_EFFECTS = ["--rating-by-l2", "1.5", "0.2", "--participant-sd", "0.5", "--image-sd", "0.5"]
 
 
 def stage(title: str, cmd: list[str], env: dict[str, str]) -> None:

@@ -170,6 +170,9 @@ def _default_study(slug: str | None) -> str:
               help="Label accuracy for a condition (repeat per condition); other conditions at chance.")
 @click.option("--rating", multiple=True, metavar="COND=MEAN",
               help="Mean legitimacy rating for a condition (repeat); other conditions uniform on the scale.")
+@click.option("--rating-by-l2", type=(float, float), default=None, metavar="BASE SLOPE",
+              help="Instead of --rating: an experimental image's mean rating is BASE + SLOPE × its L2 change from "
+                   "its source (0..1 pixels), one rule for every condition.")
 @click.option("--participant-sd", default=0.0, type=click.FloatRange(0, 10), help="Participant variability (logit / scale points).")
 @click.option("--image-sd", default=0.0, type=click.FloatRange(0, 10), help="Image variability (logit / scale points).")
 @click.option("--careless", default=0.0, type=click.FloatRange(0, 1), help="Share of bots answering at chance (failing catch trials).")
@@ -177,7 +180,7 @@ def _default_study(slug: str | None) -> str:
 @click.option("--retry-for", default=DEFAULT_RETRY_FOR, show_default=True, type=click.FloatRange(0, 24 * 3600),
               help="Seconds a bot keeps retrying an unreachable server or a 5xx before it gives up.")
 def simulate_command(url: str, slug: str | None, participants: int, concurrency: int, seed: int, accuracy: tuple[str, ...],
-                     rating: tuple[str, ...], participant_sd: float, image_sd: float, careless: float, dropout: float,
+                     rating: tuple[str, ...], rating_by_l2: tuple[float, float] | None, participant_sd: float, image_sd: float, careless: float, dropout: float,
                      retry_for: float) -> None:
     """Drive simulated participants (flagged as bots) through a running study over HTTP.
 
@@ -192,12 +195,14 @@ def simulate_command(url: str, slug: str | None, participants: int, concurrency:
     except OSError as exc:
         raise click.ClickException(f"no study server answers at {url} ({getattr(exc, 'reason', exc)})") from None
     slug = _default_study(slug)
+    if rating and rating_by_l2:
+        raise click.UsageError("give --rating or --rating-by-l2, not both")
     model = AnswerModel(_per_condition("--accuracy", accuracy, 0, 1), _per_condition("--rating", rating, -100, 100),
-                        participant_sd, image_sd, careless, dropout)
+                        rating_by_l2, participant_sd, image_sd, careless, dropout)
     stimuli = study_stimuli(slug)
     if model.needs_conditions and not stimuli:
         raise click.ClickException(f"study {slug!r} is not in this app's database, so the bots cannot tell conditions "
-                                   "apart: run with the server's STUDY_DATABASE_URL, or drop --accuracy/--rating")
+                                   "apart: run with the server's STUDY_DATABASE_URL, or drop --accuracy/--rating/--rating-by-l2")
     # The bots talk HTTP only: hand this process's connection back now, so that a database restart
     # during the run cannot surface here (it once ended the command in a psycopg AdminShutdown).
     db.session.remove()

@@ -7,8 +7,9 @@ flags the session as a bot: bots are balanced among themselves, never fill the s
 left out of exports unless asked for. The mark is signed with this app's secret key, so run the
 command with the server's STUDY_SECRET_KEY.
 
-Answer models: at chance by default; or an effect per condition (label accuracy, mean rating)
-with participant and image variability on top, careless participants (at chance throughout, so
+Answer models: at chance by default; or an effect per condition (label accuracy, mean rating),
+or ratings that follow each image's measured change (`rating_by_l2`: one rule for every condition,
+so differences between conditions come from their images alone), with participant and image variability on top, careless participants (at chance throughout, so
 they fail catch trials) and dropouts (who stop at a random trial and never come back). Attentive
 bots answer catch and practice images correctly. The condition of an image is read from this
 app's database (the page never tells it), so per-condition effects need the server's database.
@@ -36,12 +37,15 @@ class StimulusFacts:
     role: str
     true_label: int
     target_label: int | None
+    l2: float = 0.0  # L2 distance of the image from its source on the 0..1 pixel scale (clean: 0)
 
 
 @dataclass(frozen=True)
 class AnswerModel:
     accuracy: dict[str, float] = field(default_factory=dict)  # P(correct label) per condition
     rating: dict[str, float] = field(default_factory=dict)  # mean rating per condition
+    # (base, slope): an experimental image's mean rating is base + slope × its L2 change, whatever its condition
+    rating_by_l2: tuple[float, float] | None = None
     participant_sd: float = 0.0  # SD of a participant's offset: logit scale for labels, scale points for ratings
     image_sd: float = 0.0  # SD of an image's offset, same scales
     careless: float = 0.0  # share of participants who answer at chance throughout
@@ -49,7 +53,7 @@ class AnswerModel:
 
     @property
     def needs_conditions(self) -> bool:
-        return bool(self.accuracy or self.rating)
+        return bool(self.accuracy or self.rating or self.rating_by_l2)
 
 
 @dataclass
@@ -72,7 +76,7 @@ def study_stimuli(slug: str) -> dict[str, StimulusFacts]:
     """The facts bots need about each image, by the public id the page shows; {} if the study
     is not in this app's database (a remote server)."""
     rows = db.session.execute(
-        select(Stimulus.public_id, Stimulus.condition, Stimulus.role, Stimulus.true_label, Stimulus.target_label)
+        select(Stimulus.public_id, Stimulus.condition, Stimulus.role, Stimulus.true_label, Stimulus.target_label, Stimulus.norm_l2)
         .join(Study, Study.id == Stimulus.study_id).where(Study.slug == slug))
     return {public: StimulusFacts(*facts) for public, *facts in rows}
 
@@ -101,9 +105,14 @@ class Bot:
             if facts.target_label is not None and self.rng.random() < 0.5:
                 return facts.target_label
             return self.rng.choice([d for d in range(10) if d != facts.true_label])
-        if facts.condition not in self.model.rating:
+        if self.model.rating_by_l2 is not None and facts.role == "experimental":
+            base, slope = self.model.rating_by_l2
+            mean = base + slope * facts.l2
+        elif facts.condition in self.model.rating:
+            mean = self.model.rating[facts.condition]
+        else:
             return self.rng.randint(lo, hi)
-        return min(hi, max(lo, round(self.rng.gauss(self.model.rating[facts.condition] + shift, 1.0))))
+        return min(hi, max(lo, round(self.rng.gauss(mean + shift, 1.0))))
 
 
 def run_bot(base_url: str, slug: str, params: dict[str, str], bot: Bot, retry_for: float) -> BotResult:

@@ -19,6 +19,14 @@ SECTION = "design"
 # The built-in attacks a stimulus set can be made with (engine/stimulus_attacks/, one module each).
 STIMULUS_ATTACKS = stimulus_attacks.names()
 OLD_ATTACK_NAMES = {"itgsm": "iterated-tgsm"}  # sets and design files written before the rename
+# Designs by name (`generate-stimuli --design NAME`): the changes each makes to the default file,
+# applied before any --config file or --set. `six-defenses` is the default file itself; `paper` is
+# the replicated paper's four models (normal, FGSM adversarial training, distillation, gradreg).
+NAMED_DESIGNS: dict[str, dict[str, Any]] = {
+    "six-defenses": {},
+    "paper": {"conditions": ["normal", "adversarial", "distilled", "gradreg"]},
+}
+DEFAULT_DESIGN = "six-defenses"
 
 
 class Design(BaseModel):
@@ -89,15 +97,24 @@ def default_layer() -> Layer:
     return read_toml(DESIGN_FILE)
 
 
+def named_layer(name: str) -> Layer:
+    """The layer of a named design (NAMED_DESIGNS); a one-line error naming the choices otherwise."""
+    if name not in NAMED_DESIGNS:
+        raise SettingsError(f"unknown design {name!r}; choose one of {', '.join(NAMED_DESIGNS)}")
+    return f"design {name}", dict(NAMED_DESIGNS[name])
+
+
 def build_design(layers: list[Layer]) -> Design:
     """Validate design layers (rooted at the design table) over the default file."""
     return resolve(_DesignDocument, [(origin, {SECTION: tree}) for origin, tree in [default_layer(), *layers]]).design
 
 
-def load_design(path: str | Path | None = None, overrides: dict | None = None) -> Design:
-    """The default design, updated by a TOML file holding any subset of its keys, then by overrides."""
+def load_design(path: str | Path | None = None, overrides: dict | None = None, name: str = DEFAULT_DESIGN) -> Design:
+    """The named design (the default file by default), updated by a TOML file holding any subset
+    of its keys, then by overrides."""
     layers = [read_toml(path)] if path is not None else []
-    return build_design([*layers, ("overrides", dict(overrides or {}))])
+    return build_design([named_layer(name), *layers, ("overrides", dict(overrides or {}))])
 
 
-__all__ = ["DESIGN_FILE", "Design", "STIMULUS_ATTACKS", "SettingsError", "build_design", "load_design"]
+__all__ = ["DEFAULT_DESIGN", "DESIGN_FILE", "Design", "NAMED_DESIGNS", "STIMULUS_ATTACKS", "SettingsError", "build_design",
+           "load_design", "named_layer"]

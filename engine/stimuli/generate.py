@@ -24,7 +24,7 @@ from engine import __version__, checkpoints, config, executor, stimulus_attacks,
 from engine.config import ConfigError
 from engine.data import Dataset, load_dataset
 from engine.models import predict
-from engine.stimuli.design import DESIGN_FILE, SECTION, Design, build_design
+from engine.stimuli.design import DEFAULT_DESIGN, DESIGN_FILE, NAMED_DESIGNS, SECTION, Design, build_design, named_layer
 from engine.stimuli.write import contact_sheet, norms, png_bytes, summary, to_uint8, write
 
 
@@ -68,8 +68,14 @@ def assign_targets(labels: torch.Tensor, rule: str, generator: torch.Generator, 
 
 
 def run_attack(model: nn.Module, x: torch.Tensor, target: torch.Tensor, design: Design) -> torch.Tensor:
-    """The design's attack (engine/stimulus_attacks/) on a batch, with the parameters the manifest records."""
-    return stimulus_attacks.get(design.attack).run(model, x, target, design.attack_params())
+    """The design's attack (engine/stimulus_attacks/) on each image on its own (a batch of one), so
+    that an image's bytes do not depend on which other images are attacked with it: the attacks
+    follow the gradient of the batch's *mean* loss (as torchattacks does), and on a saturated model
+    (distillation) that mean underflows to exactly zero for some images in one batch and not in
+    another. Regenerating any subset of the sources therefore gives the same bytes; the cost is
+    Python overhead per image."""
+    attack, params = stimulus_attacks.get(design.attack), design.attack_params()
+    return torch.cat([attack.run(model, x[k:k + 1], target[k:k + 1], params) for k in range(len(x))])
 
 
 def match_l2(x8: torch.Tensor, adv8: torch.Tensor, steps: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +231,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Design, config.TrainCo
     sections = (SECTION, config.SECTION)
     layers = [read_toml(args.config, SECTION, sections)] if args.config is not None else []
     layers.append(parse_sets(args.set, SECTION, sections))
-    design = build_design([(origin, tree.get(SECTION, {})) for origin, tree in layers])
+    design = build_design([named_layer(args.design), *[(origin, tree.get(SECTION, {})) for origin, tree in layers]])
     train_layers = [config.preset_layer(args.preset), *[(origin, tree.get(config.SECTION, {})) for origin, tree in layers],
                     ("design.dataset", {"dataset": design.dataset})]  # the models train on the design's data set
     return design, config.build(train_layers)
@@ -258,6 +264,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "digits, and write DIR/manifest.json, DIR/images/*.png and DIR/contact_sheet.png. "
                                    f"The default design is {DESIGN_FILE.name} (embedded MNIST, iterated TGSM, demo preset).")
     p.add_argument("--out", type=Path, default=Path("out/stimuli"), help="output folder (default out/stimuli); must be empty or absent")
+    p.add_argument("--design", default=DEFAULT_DESIGN, metavar="NAME",
+                   help=f"named design the --config file and --set start from: {', '.join(NAMED_DESIGNS)} (default "
+                        f"{DEFAULT_DESIGN}: normal, FGSM adversarial, distilled, gradreg, PGD adversarial and TRADES; "
+                        "paper: the paper's first four)")
     p.add_argument("--config", type=Path, help="design TOML holding any subset of the default design's fields "
                                                "(and, in a [train] table, training keys)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -1,7 +1,8 @@
 """`engine verify`: re-hash a stimulus set and re-run its models on it.
 
 Every record is recomputed from the saved PNGs, the checkpoints the manifest names (found by
-sha256) and the data set; each one that no longer matches is listed.
+sha256, or a retrain with the recorded settings: see find_models) and the data set; each one that
+no longer matches is listed, and so is each setting a mismatched checkpoint was trained with otherwise.
 """
 from __future__ import annotations
 
@@ -27,18 +28,63 @@ def pool_images(dataset: Dataset) -> torch.Tensor:
     return torch.cat([s.x for s in splits])[torch.cat([s.indices for s in splits]).argsort()]
 
 
-def find_models(manifest: dict, models_dir: Path) -> dict[str, nn.Module]:
-    """The manifest's models by id, loaded from the checkpoints in models_dir whose sha256 they record."""
-    by_sha = {}
-    for sidecar in Path(models_dir).glob("*.json"):
-        sha = json.loads(sidecar.read_text()).get("checkpoint_sha256")
-        by_sha[sha] = sidecar.with_suffix(".pt")
-    found = {}
+# What decides a model's weights besides its code: compared between the manifest and a sidecar.
+PROVENANCE = ("condition", "architecture", "hyperparameters", "seed", "dataset_sha256")
+
+
+def _flat(value: object, prefix: str) -> dict[str, object]:
+    if isinstance(value, dict):
+        return {k: v for key, sub in sorted(value.items()) for k, v in _flat(sub, f"{prefix}.{key}").items()}
+    return {prefix: value}
+
+
+def provenance_differences(recorded: dict, sidecar: dict) -> list[str]:
+    """`key recorded → now` for each setting (dotted into hyperparameters) a checkpoint's sidecar has otherwise."""
+    ours = {k: v for key in PROVENANCE if key in recorded for k, v in _flat(recorded[key], key).items()}
+    theirs = {k: v for key in PROVENANCE if key in recorded for k, v in _flat(sidecar.get(key), key).items()}
+    return [f"{k} {ours.get(k, '(none)')} → {theirs.get(k, '(none)')}" for k in sorted(set(ours) | set(theirs))
+            if ours.get(k) != theirs.get(k)]
+
+
+def find_models(manifest: dict, models_dir: Path) -> tuple[dict[str, nn.Module], list[str], list[str]]:
+    """The manifest's models by id from the checkpoints in models_dir, with notes and problems.
+
+    A checkpoint whose sha256 the manifest records is the model. Failing that, a checkpoint with the
+    same settings, seed and data (a retrain whose bytes differ: another torch, thread count or
+    device) stands in, said so in a note, and the records decide whether it is faithful. Otherwise
+    the problem names the closest checkpoint and every setting it has otherwise.
+    """
+    sidecars = {}
+    for path in sorted(Path(models_dir).glob("*.json")):
+        try:
+            sidecars[path.with_suffix(".pt")] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # not a sidecar; a broken one is reported where it is loaded
+    by_sha = {side.get("checkpoint_sha256"): path for path, side in sidecars.items()}
+    found, notes, problems = {}, [], []
     for m in manifest["models"]:
-        if m["checkpoint_sha256"] not in by_sha:
-            raise ConfigError(f"no checkpoint with sha256 {m['checkpoint_sha256'][:12]}… (model {m['id']}) in {models_dir}; pass --models-dir")
-        found[m["id"]] = checkpoints.load(by_sha[m["checkpoint_sha256"]])[0]
-    return found
+        sha = m["checkpoint_sha256"]
+        if sha in by_sha:
+            found[m["id"]] = checkpoints.load(by_sha[sha])[0]
+            continue
+        candidates = sorted((len(provenance_differences(m, side)), str(path), path) for path, side in sidecars.items()
+                            if side.get("condition") == m["condition"])
+        if not candidates:
+            problems.append(f"model {m['id']}: no checkpoint with sha256 {sha[:12]}… and none of condition {m['condition']} "
+                            f"in {models_dir}; pass --models-dir, or retrain it with the manifest's settings")
+            continue
+        _, _, path = candidates[0]
+        differences = provenance_differences(m, sidecars[path])
+        if differences:
+            problems.append(f"model {m['id']}: no checkpoint with sha256 {sha[:12]}… in {models_dir}; the closest, {path.name}, "
+                            f"was trained otherwise: {'; '.join(differences)}")
+            continue
+        found[m["id"]] = checkpoints.load(path)[0]
+        notes.append(f"model {m['id']}: {path.name} has the recorded settings, seed and data but other bytes "
+                     f"(sha256 {sidecars[path].get('checkpoint_sha256', '')[:12]}…, recorded {sha[:12]}…; made with git commit "
+                     f"{sidecars[path].get('git_commit', 'unknown')[:12]}, recorded {str(m.get('git_commit', 'unknown'))[:12]}): "
+                     "its records below decide")
+    return found, notes, problems
 
 
 def verify(directory: Path, models: dict[str, nn.Module], dataset: Dataset) -> list[str]:
@@ -79,17 +125,18 @@ def cmd_verify(args: argparse.Namespace) -> None:
         raise ConfigError(f"no manifest.json in {args.dir}")
     recorded = manifest["dataset"]  # a user's data set is found by its path (source), the embedded one by its name
     dataset = load_dataset(args.dataset or (recorded["name"] if recorded["name"] == EMBEDDED else recorded["source"]))
-    try:
-        problems = verify(args.dir, find_models(manifest, args.models_dir), dataset)
-    except contracts.ContractError as exc:
-        problems = exc.problems
-    for line in problems:
+    models, notes, problems = find_models(manifest, args.models_dir)
+    if not problems:
+        try:
+            problems = verify(args.dir, models, dataset)
+        except contracts.ContractError as exc:
+            problems = exc.problems
+    for line in [*notes, *problems]:
         print(line)
     if problems:
-        raise ConfigError(f"{len(problems)} record(s) of {args.dir} no longer match (listed above)")
-    print(f"{args.dir}: all {len(manifest['stimuli'])} stimuli match their hashes, norms and every model's predictions")
-
-
+        raise ConfigError(f"{len(problems)} problem(s) with {args.dir} (listed above)")
+    retrained = f" ({len(notes)} model(s) retrained faithfully: other bytes, the same records)" if notes else ""
+    print(f"{args.dir}: all {len(manifest['stimuli'])} stimuli match their hashes, norms and every model's predictions{retrained}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 import contracts
 from contracts.settings import parse_sets
@@ -25,13 +26,25 @@ def dataset():
     return load_dataset()
 
 
+def tiny_meta(condition: str, dataset) -> dict:
+    return {"id": f"{condition}-tiny", "condition": condition, "architecture": "tiny", "hyperparameters": {"steps": 60},
+            "checkpoint_sha256": "0" * 64, "clean_accuracy": 0.9, "dataset_sha256": dataset.sha256, "seed": 0}
+
+
 @pytest.fixture(scope="module")
 def models(dataset) -> dict:
     """Two differently seeded tiny CNNs standing in for two conditions (their perturbations differ in size)."""
-    def meta(condition: str) -> dict:
-        return {"id": f"{condition}-tiny", "condition": condition, "architecture": "tiny", "hyperparameters": {"steps": 60},
-                "checkpoint_sha256": "0" * 64, "clean_accuracy": 0.9, "dataset_sha256": dataset.sha256, "seed": 0}
-    return {"normal": (trained_tiny_cnn(0), meta("normal")), "gradreg": (trained_tiny_cnn(1), meta("gradreg"))}
+    return {c: (trained_tiny_cnn(seed), tiny_meta(c, dataset)) for seed, c in enumerate(("normal", "gradreg"))}
+
+
+class Saturated(nn.Module):
+    """A model's logits times 50: the saturated softmax of a distilled network at T = 50."""
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 50 * self.model(x)
 
 
 def small_design(**changes) -> stimuli.Design:
@@ -115,6 +128,21 @@ def test_verify_finds_every_record_that_no_longer_matches(written, models, datas
     assert any(second["id"] in p and "transfer" in p for p in problems)
 
 
+def test_an_images_bytes_do_not_depend_on_the_sources_attacked_with_it(dataset):
+    """Regenerating fewer sources gives the same bytes for the sources both sets hold. Attacked as one
+    batch (the batch's mean loss), 4 of these 40 came out different against this saturated model."""
+    models = {"distilled": (Saturated(trained_tiny_cnn(0)).eval(), tiny_meta("distilled", dataset))}
+
+    def hashes(sources_per_class: int) -> dict[str, str]:
+        design = small_design(conditions=["distilled"], sources_per_class=sources_per_class, practice=0, catch=0, clean_controls=False)
+        manifest, _, _ = stimuli.build(models, dataset, design, seed=3, progress=False)
+        return {s["id"]: s["sha256"] for s in manifest["stimuli"]}
+
+    fewer, more = hashes(4), hashes(8)
+    assert len(fewer) == 40 and len(more) == 80 and set(fewer) <= set(more)
+    assert {k: more[k] for k in fewer} == fewer
+
+
 def test_l2_matching_equalises_norms_within_two_percent_on_8_bit_images(models, dataset, tmp_path):
     manifest, files, sheet = stimuli.build(models, dataset, small_design(matching="l2"), seed=3, progress=False)
     stimuli.write(tmp_path / "matched", manifest, files, sheet)
@@ -187,6 +215,10 @@ def test_design_errors_are_one_line_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="design.iterations = 2.5"):
         stimuli.load_design(overrides={"iterations": 2.5})
     assert stimuli.load_design(overrides={"attack": "itgsm"}).attack == "iterated-tgsm"  # the old name still reads
+    assert stimuli.load_design().conditions == ("normal", "adversarial", "distilled", "gradreg", "pgd-adversarial", "trades")
+    assert stimuli.load_design(name="paper").conditions == ("normal", "adversarial", "distilled", "gradreg")
+    with pytest.raises(ConfigError, match="unknown design 'papr'; choose one of six-defenses, paper"):
+        stimuli.load_design(name="papr")
     (tmp_path / "d.toml").write_text('matching = "l2"\nsources_per_class = 3\n')
     design = stimuli.load_design(tmp_path / "d.toml", {"step": 0.05})
     assert (design.matching, design.sources_per_class, design.step, design.iterations) == ("l2", 3, 0.05, 10)
@@ -194,24 +226,31 @@ def test_design_errors_are_one_line_config_errors(tmp_path):
         "design": {"conditions": ["normal"], "target_rule": "all"}, "train": {"gradreg": {"lambda": 300.0}}}
 
 
-def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys, monkeypatch):
-    """End to end through `engine generate-stimuli --models` (the zoo's training is its own tests' business)."""
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+def briefly_trained_demo_cnn(dataset, steps: int = 40) -> nn.Module:
     torch.manual_seed(0)
     model = build_model("demo")
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(40):
+    for _ in range(steps):
         batch = torch.randint(len(dataset.train.y), (64,), generator=gen)
         optimiser.zero_grad()
         F.cross_entropy(model(dataset.train.x[batch]), dataset.train.y[batch]).backward()
         optimiser.step()
-    model.eval()
+    return model.eval()
+
+
+def checkpoint_meta(condition: str, dataset, **changes) -> dict:
+    return {"id": f"{condition}-test", "condition": condition, "architecture": "demo", "hyperparameters": {"steps": 40},
+            "clean_accuracy": 0.9, "dataset_sha256": dataset.sha256, "seed": 0, **changes}
+
+
+def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys, monkeypatch):
+    """End to end through `engine generate-stimuli --models` (the zoo's training is its own tests' business)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    model = briefly_trained_demo_cnn(dataset)
     paths = []
     for condition in ("normal", "gradreg"):
-        meta = {"id": f"{condition}-test", "condition": condition, "architecture": "demo", "hyperparameters": {},
-                "clean_accuracy": 0.9, "dataset_sha256": dataset.sha256, "seed": 0}
-        checkpoints.save(model, meta, tmp_path / f"{condition}.pt")
+        checkpoints.save(model, checkpoint_meta(condition, dataset), tmp_path / f"{condition}.pt")
         paths.append(str(tmp_path / f"{condition}.pt"))
     out = tmp_path / "cli-set"
     argv = ["generate-stimuli", "--out", str(out), "--models", *paths, "--quiet", "--set", 'conditions=["normal","gradreg"]',
@@ -236,3 +275,40 @@ def test_cli_writes_a_set_from_given_checkpoints(tmp_path, dataset, capsys, monk
     assert cli.main([*argv, "--force"]) == 2
     assert capsys.readouterr().err.strip() == ("engine generate-stimuli: error: SOURCE_DATE_EPOCH must be whole seconds "
                                                "since 1970, not 'yesterday'")
+
+
+def test_verify_accepts_a_faithful_retrain_and_names_what_differs_otherwise(tmp_path, dataset, capsys):
+    model = briefly_trained_demo_cnn(dataset)
+    checkpoints.save(model, checkpoint_meta("normal", dataset), tmp_path / "made" / "normal.pt")
+    out = tmp_path / "set"
+    assert cli.main(["generate-stimuli", "--out", str(out), "--models", str(tmp_path / "made" / "normal.pt"), "--quiet",
+                     "--set", 'conditions=["normal"]', "--set", "sources_per_class=1", "--set", "practice=0",
+                     "--set", "catch=0"]) == 0
+    capsys.readouterr()
+
+    def run_verify(directory: Path) -> tuple[int, str]:
+        status = cli.main(["verify", str(out), "--models-dir", str(directory)])
+        captured = capsys.readouterr()
+        return status, captured.out + captured.err
+
+    # Retrained the same way, in another folder: the same bytes, found by sha256.
+    checkpoints.save(briefly_trained_demo_cnn(dataset), checkpoint_meta("normal", dataset), tmp_path / "again" / "normal.pt")
+    assert run_verify(tmp_path / "again") == (0, f"{out}: all 20 stimuli match their hashes, norms and every model's predictions\n")
+    # Same settings, other bytes (here: one weight nudged by 1e-7), same records: accepted, said so.
+    nudged = briefly_trained_demo_cnn(dataset)
+    with torch.no_grad():
+        next(nudged.parameters()).view(-1)[0] += 1e-7
+    checkpoints.save(nudged, checkpoint_meta("normal", dataset), tmp_path / "nudged" / "normal.pt")
+    status, text = run_verify(tmp_path / "nudged")
+    assert status == 0 and "normal.pt has the recorded settings, seed and data but other bytes" in text
+    assert "1 model(s) retrained faithfully" in text
+    # Same settings, other weights that change the records: each changed record is listed.
+    checkpoints.save(briefly_trained_demo_cnn(dataset, steps=5), checkpoint_meta("normal", dataset), tmp_path / "short" / "normal.pt")
+    status, text = run_verify(tmp_path / "short")
+    assert status == 2 and "other bytes" in text and ": prediction recorded" in text
+    # Other settings: not used; every setting that differs is named.
+    checkpoints.save(nudged, checkpoint_meta("normal", dataset, seed=1, hyperparameters={"steps": 5}), tmp_path / "other" / "normal.pt")
+    status, text = run_verify(tmp_path / "other")
+    assert status == 2 and "the closest, normal.pt, was trained otherwise: hyperparameters.steps 40 → 5; seed 0 → 1" in text
+    status, text = run_verify(tmp_path / "nothing")
+    assert status == 2 and "none of condition normal" in text

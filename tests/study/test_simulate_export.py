@@ -136,5 +136,10 @@ def test_answer_model_follows_the_effects_per_condition():
     assert abs(statistics.mean(a == 3 for a in answers("g", "label")) - 0.2) < 0.03
     assert set(answers("c", "label", 50)) == {5}  # attentive bots pass catch trials
     assert abs(statistics.mean(answers("g", "rate")) - 4.2) < 0.15 and set(answers("n", "rate")) == {1, 2, 3, 4, 5}
+    # One rule for every condition: the mean rating follows the image's L2 change, not its condition.
+    stimuli |= {"big": StimulusFacts("normal", "experimental", 3, 8, l2=10.0), "small": StimulusFacts("gradreg", "experimental", 3, 8, l2=2.0)}
+    by_l2 = Bot(AnswerModel(rating_by_l2=(1.5, 0.2)), stimuli, {}, random.Random(3))
+    means = {s: statistics.mean(by_l2.choose({"stimulus": s, "task": "rate"}, data) for _ in range(2000)) for s in ("big", "small")}
+    assert abs(means["big"] - 3.5) < 0.1 and abs(means["small"] - 1.9) < 0.1
     careless = Bot(AnswerModel(careless=1.0), stimuli, {}, random.Random(2))
     assert statistics.mean(careless.choose({"stimulus": "c", "task": "label"}, data) == 5 for _ in range(2000)) < 0.2
