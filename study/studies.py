@@ -66,6 +66,7 @@ def create_study(config: StudyConfig, stimuli_dir: str | Path, owner: str | None
     study = Study(
         slug=config.id, title=config.title, config=config.as_dict(), config_sha256=config_sha256(config.as_dict()),
         manifest_sha256=hashlib.sha256((stimuli_dir / "manifest.json").read_bytes()).hexdigest(),
+        classes=manifest["dataset"].get("classes"),
         rating_min=config.rating.min, rating_max=config.rating.max,
         target_participants=config.target_participants, lease_seconds=round(config.lease_minutes * 60),
     )

@@ -77,10 +77,10 @@ class Reply:
 
 
 def random_choice(rng: random.Random) -> Callable[[dict[str, Any], dict[str, Any]], int]:
-    """An answer model at chance: any digit, any scale point."""
+    """An answer model at chance: any class, any scale point."""
     def choose(trial: dict[str, Any], data: dict[str, Any]) -> int:
         if trial["task"] == "label":
-            return rng.randrange(10)
+            return rng.randrange(len(data["classes"]))
         return rng.randint(data["rating"]["min"], data["rating"]["max"])
     return choose
 
