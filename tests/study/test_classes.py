@@ -4,40 +4,29 @@ for the analysis, which reads such a study like a digit one."""
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pandas as pd
-import pytest
 from sqlalchemy import select
 
 import contracts
 from analysis.report import main as report
+from study import create_app
 from study.db import db
 from study.export import Selection, export_all
 from study.models import Study
 from study.testing.driver import Participant
-from study.testing.synthetic import write_stimulus_set
-from studyhelp import BASE_CONFIG, write_config
-
-SHAPES = ("circle", "square", "triangle")
-# A shapes study's own words: the rating question names the class by {class}.
-SHAPE_WORDS = {"label": {"question": "Which of these is it?"},
-               "rate": {"question": "How much does this look like a genuine {class}?"}}
-
-
-@pytest.fixture(scope="session")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3-class RGB set: 6 sources × normal/gradreg/clean, 3 practice and 4 catch images."""
-    return write_stimulus_set(tmp_path_factory.mktemp("shapes"), sources=6, classes=SHAPES, rgb=True)
+from studyhelp import SHAPE_WORDS, SHAPES, shapes, write_config  # noqa: F401  (fixtures)
 
 
 def test_a_class_study_keeps_its_names_and_takes_only_their_answers(tmp_path, shapes):
-    from study import create_app
-
     url = f"sqlite:///{tmp_path / 'study.sqlite'}"
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "SECRET_KEY": "test-secret"})
     runner = app.test_cli_runner()
     assert runner.invoke(args=["init-db"]).exit_code == 0
+    digit_words = runner.invoke(args=["create-study", str(write_config(tmp_path / "d.toml")), "--stimuli", str(shapes)])
+    assert digit_words.exit_code == 1 and "Traceback" not in digit_words.output
+    assert ("the stimulus set's classes are circle, square, triangle, but label.question and rate.question ask about digits"
+            in digit_words.output), digit_words.output
     created = runner.invoke(args=["create-study", str(write_config(tmp_path / "s.toml", target_participants=8, **SHAPE_WORDS)),
                                   "--stimuli", str(shapes)])
     assert created.exit_code == 0, created.output
