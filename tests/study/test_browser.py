@@ -28,6 +28,13 @@ def server(tmp_path_factory, stimset):
         yield base, create_engine(url)
 
 
+# Every answer given has reached the server (the page's outbox is empty).
+SENT = """() => {
+  const session = JSON.parse(document.getElementById("study-data").textContent).session;
+  return (localStorage.getItem(`study-outbox:${session}`) || "[]") === "[]";
+}"""
+
+
 def session_rows(engine, page) -> list[dict]:
     """The view's rows for the session the page is in (its URL is /s/<session id>.<signature>)."""
     session = page.url.split("/s/")[1].split(".")[0]
@@ -151,7 +158,9 @@ def test_a_class_study_offers_its_names_and_stores_the_label_chosen(server, page
     assert serious_violations(page) == []
     page.get_by_role("button", name="square").click()
     page.wait_for_selector("#feedback:not(:empty)")
-    true_name = SHAPES[session_rows(engine, page)[0]["true_label"]]
+    first = page.evaluate("JSON.parse(document.getElementById('study-data').textContent).trials[0].stimulus")
+    with engine.connect() as conn:
+        true_name = SHAPES[conn.execute(text("SELECT true_label FROM stimulus WHERE public_id = :p"), {"p": first}).scalar_one()]
     assert page.locator("#feedback").inner_text() in (f"Correct: the answer is {true_name}.", f"Not quite: the answer is {true_name}.")
     wait_ready(page, 1)
     assert page.locator("#question").inner_text() == f"How much does this look like a genuine {true_name}?"  # practice: its own class
@@ -160,6 +169,7 @@ def test_a_class_study_offers_its_names_and_stores_the_label_chosen(server, page
     page.keyboard.press("7")  # no eighth class: the question stays
     page.keyboard.press("2")
     wait_ready(page, 3)
+    page.wait_for_function(SENT)
     rows = session_rows(engine, page)
     assert [(r["task"], r["response_label"]) for r in rows if r["task"] == "label"] == [("label", 1), ("label", 2)]
 
