@@ -55,6 +55,7 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     problems = _schema_problems(MANIFEST_SCHEMA, manifest)
     if not problems:
         model_ids = {m["id"] for m in manifest["models"]}
+        classes = manifest["dataset"].get("classes")
         seen: set[str] = set()
         for i, s in enumerate(manifest["stimuli"]):
             if s["id"] in seen:
@@ -66,6 +67,9 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
                 problems.append(f"stimuli/{i}: model_id {s['model_id']!r} is not among models[].id {sorted(model_ids)}")
             if s["role"] == "experimental" and s["target_label"] is None:
                 problems.append(f"stimuli/{i}: experimental stimulus {s['id']!r} needs a target_label")
+            for key in ("true_label", "target_label"):
+                if classes is not None and s[key] is not None and s[key] >= len(classes):
+                    problems.append(f"stimuli/{i}: {key} {s[key]} has no class name (dataset.classes lists {len(classes)})")
     if problems:
         raise ContractError("stimulus manifest does not follow " + MANIFEST_SCHEMA, problems)
 

@@ -68,6 +68,8 @@ class StudyFacts:
     lease: dt.timedelta
     screen_out_after: int
     stimuli: dict[int, tuple[str, int]]  # stimulus pk -> (public id, true label)
+    classes: int  # label answers are 0 .. classes - 1
+    digits: bool  # the classes are the digits 0-9 (study.models.Study.is_digits)
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,9 @@ def _validated(payload: Any, session_id: int, plan: list[list[Any]], study: Stud
         raise AnswerError(422, f"stimulus {str(payload['stimulus'])[:40]!r} is not the image of trial {index} of this session")
     if not _is_number(rt) or not 0 <= rt <= MAX_RT_MS:
         raise AnswerError(422, "rt_ms must be a number of milliseconds, at least 0")
-    if task == "label" and not (isinstance(response, int) and not isinstance(response, bool) and 0 <= response <= 9):
-        raise AnswerError(422, "a label answer must be a digit from 0 to 9")
+    if task == "label" and not (isinstance(response, int) and not isinstance(response, bool) and 0 <= response < study.classes):
+        raise AnswerError(422, f"a label answer must be a {'digit' if study.digits else 'class number'} "
+                               f"from 0 to {study.classes - 1}")
     if task == "rate" and not (isinstance(response, int) and not isinstance(response, bool)
                                and study.rating_min <= response <= study.rating_max):
         raise AnswerError(422, f"a rating must be a whole number from {study.rating_min} to {study.rating_max}")
@@ -212,7 +215,7 @@ class AnswerStore:
                                      .where(Stimulus.study_id == study_id))
         return StudyFacts(study.rating_min, study.rating_max, dt.timedelta(seconds=study.lease_seconds),
                           study.config["screen_out_after_catch_failures"],
-                          {pk: (public, label) for pk, public, label in stimuli})
+                          {pk: (public, label) for pk, public, label in stimuli}, len(study.class_names), study.is_digits)
 
     @staticmethod
     def _read_plan(public_id: str) -> list[list[Any]]:

@@ -34,6 +34,8 @@ PLACEHOLDERS = {
     "break_every": "images between breaks",
     "minutes": "estimated minutes (answers × seconds_per_answer)",
 }
+# Where the rating question names the attack's target: the class name (a digit in digit studies).
+TARGET_PLACEHOLDERS = ("{class}", "{digit}")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_]+)\}")
 PLACEHOLDER_TEXTS = ("consent", "instructions", "preview")
 # A figure written into a text ("about 40 images", "10 minutes") would not follow the plan.
@@ -281,8 +283,9 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     if not isinstance(anchors, dict) or any(not str(k).lstrip("-").isdigit() or not lo <= int(k) <= hi for k in anchors):
         problems.append(f"rate.anchors must map scale points within {lo}..{hi} to labels")
     question = rate.get("question", RatingScale.question)
-    if not isinstance(question, str) or "{digit}" not in question:
-        problems.append("rate.question must contain {digit}, where the target digit is shown")
+    # {class} reads right for any stimulus set; {digit}, the older name, means the same.
+    if not isinstance(question, str) or not any(name in question for name in TARGET_PLACEHOLDERS):
+        problems.append("rate.question must contain {class} (or {digit}), where the target class is shown")
 
     if problems:
         raise ConfigError(where, problems)

@@ -158,10 +158,27 @@ def study_conditions(selection: Selection) -> list[str]:
     return [c for c in load_schema(RESPONSE_SCHEMA)["properties"]["condition"]["enum"] if c in present]
 
 
-def dictionary_rows(conditions: list[str] | None = None) -> Iterator[list[str]]:
-    """conditions: the `condition` column's values for this export (default: every value the contract allows)."""
+# The columns holding a label: a digit, or the number of a class of the stimulus set.
+LABEL_COLUMNS = ("true_label", "target_label", "response_label")
+
+
+def study_classes(selection: Selection) -> list[str] | None:
+    """The class names of the exported studies' stimulus sets, when they all share one list;
+    None for digit sets (no names) or studies whose names differ (export them one at a time)."""
+    query = select(Study.classes)
+    if selection.study is not None:
+        query = query.where(Study.slug == selection.study)
+    lists = {tuple(c) if c else None for c in db.session.scalars(query)}
+    return list(lists.pop()) if len(lists) == 1 and None not in lists else None
+
+
+def dictionary_rows(conditions: list[str] | None = None, classes: list[str] | None = None) -> Iterator[list[str]]:
+    """conditions: the `condition` column's values for this export (default: every value the contract allows);
+    classes: the names the label columns' numbers stand for (default: none, digits)."""
     for name, spec in load_schema(RESPONSE_SCHEMA)["properties"].items():
         kind = "one of: " + ", ".join(conditions) if name == "condition" and conditions else _schema_type(spec)
+        if name in LABEL_COLUMNS and classes:
+            kind += "; class numbers: " + ", ".join(f"{k} = {n}" for k, n in enumerate(classes))
         yield ["responses.csv", name, kind, spec["description"]]
     for name, (expr, description) in PARTICIPANT_COLUMNS.items():
         kind = {bool: "boolean", int: "integer", float: "number"}.get(getattr(expr.type, "python_type", str), "string")
@@ -246,8 +263,10 @@ def participants_csv(selection: Selection) -> Iterator[str]:
 
 
 def dictionary_csv(selection: Selection | None = None) -> Iterator[str]:
-    conditions = study_conditions(selection) if selection is not None else None
-    return csv_chunks(["file", "column", "type", "description"], dictionary_rows(conditions))
+    if selection is None:
+        return csv_chunks(["file", "column", "type", "description"], dictionary_rows())
+    return csv_chunks(["file", "column", "type", "description"],
+                      dictionary_rows(study_conditions(selection), study_classes(selection)))
 
 
 EXPORTS = {"responses.csv": responses_csv, "participants.csv": participants_csv}

@@ -31,8 +31,11 @@ def config_sha256(config: dict[str, Any]) -> str:
 
 
 def fingerprint(study: Study) -> str:
-    """sha256 over the stored config and each stimulus's id and image bytes (re-hashed here)."""
+    """sha256 over the stored config, the class names (when the set has them: a digit study's hash
+    is the one it had before studies kept names) and each stimulus's id and image bytes (re-hashed here)."""
     digest = hashlib.sha256(config_sha256(study.config).encode())
+    if study.classes is not None:
+        digest.update(json.dumps(study.classes).encode())
     for key, image in db.session.execute(select(Stimulus.key, Stimulus.image)
                                          .where(Stimulus.study_id == study.id).order_by(Stimulus.key)):
         digest.update(f"{key}\0{hashlib.sha256(image).hexdigest()}\n".encode())

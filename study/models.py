@@ -45,6 +45,9 @@ def transition(current: str, new: str, now: dt.datetime) -> dict[str, Any]:
     return {"state": new, f"{new}_at": now}
 
 
+DIGIT_NAMES = [str(d) for d in range(10)]
+
+
 class Study(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -52,6 +55,8 @@ class Study(db.Model):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     config_sha256: Mapped[str] = mapped_column(String(64))
     manifest_sha256: Mapped[str] = mapped_column(String(64))
+    # The stimulus set's class names by label (the manifest's dataset.classes); None: digits 0-9.
+    classes: Mapped[list[str] | None] = mapped_column(JSON)
     # Copied out of the config because SQL needs them: the view reports the scale, assignment
     # counts leases and the target.
     rating_min: Mapped[int] = mapped_column(Integer)
@@ -65,6 +70,16 @@ class Study(db.Model):
     frozen_sha256: Mapped[str | None] = mapped_column(String(64))
     opened_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The name of each label, as the participant page shows it (digit studies: "0" … "9")."""
+        return self.classes or DIGIT_NAMES
+
+    @property
+    def is_digits(self) -> bool:
+        """A set of the digits 0-9 (named or not): the page keeps its digit buttons and wording."""
+        return self.class_names == DIGIT_NAMES
 
 
 class Stimulus(db.Model):
@@ -94,8 +109,8 @@ class Stimulus(db.Model):
     study: Mapped[Study] = relationship()
 
     @property
-    def rated_digit(self) -> int:
-        """The digit the legitimacy question names: the attack's target (clean controls carry
+    def rated_label(self) -> int:
+        """The label the legitimacy question names: the attack's target (clean controls carry
         their source's), or the true label for practice and catch images, which have none."""
         return self.target_label if self.target_label is not None else self.true_label
 

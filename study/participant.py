@@ -254,13 +254,14 @@ def trial_data(session: ParticipantSession, config: StudyConfig, answered: list[
     """
     token = session_token(session.public_id)
     stimuli = {s.id: s for s in db.session.scalars(select(Stimulus).where(Stimulus.id.in_({p[0] for p in session.plan})))}
+    names = session.study.class_names
     trials = []
     for index, (pk, task, block, _is_catch) in enumerate(session.plan):
         stimulus = stimuli[pk]
         trial = {"i": index, "task": task, "block": block, "stimulus": stimulus.public_id,
                  "image": url_for("participant.image", public_id=stimulus.public_id)}
         if task == "rate":
-            trial["digit"] = stimulus.rated_digit
+            trial["target"] = names[stimulus.rated_label]
         if block == "practice" and task == "label":
             trial["correct"] = stimulus.true_label
         trials.append(trial)
@@ -270,6 +271,10 @@ def trial_data(session: ParticipantSession, config: StudyConfig, answered: list[
         "complete_url": url_for("api.complete", token=token),
         "environment_url": url_for("api.environment", token=token),
         "label_question": config.label_question,
+        # The answer buttons' names by label; a digit study's are "0" … "9" (study.models.Study).
+        "classes": names,
+        "digits": session.study.is_digits,
+        "image_alt": "A handwritten digit" if session.study.is_digits else "The image to answer about",
         "rating": {"question": config.rating.question, "min": config.rating.min, "max": config.rating.max,
                    "anchors": config.rating.anchors},
         "tasks_per_image": len(config.tasks),

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import select
 
 from study.db import db
-from study.testing.driver import DEFAULT_RETRY_FOR, DriverError, Participant, ServerUnavailable, StudyFullReply
+from study.testing.driver import DEFAULT_RETRY_FOR, DriverError, Participant, ServerUnavailable, StudyFullReply, label_count
 from study.models import Stimulus, Study
 
 
@@ -94,7 +94,7 @@ class Bot:
         facts = self.stimuli.get(trial["stimulus"])
         lo, hi = data["rating"]["min"], data["rating"]["max"]
         if self.careless or facts is None:
-            return self.rng.randrange(10) if trial["task"] == "label" else self.rng.randint(lo, hi)
+            return self.rng.randrange(label_count(data)) if trial["task"] == "label" else self.rng.randint(lo, hi)
         shift = self.offset + self.image_offsets.get(trial["stimulus"], 0.0)
         if trial["task"] == "label":
             if facts.role != "experimental":
@@ -104,7 +104,7 @@ class Bot:
                 return facts.true_label
             if facts.target_label is not None and self.rng.random() < 0.5:
                 return facts.target_label
-            return self.rng.choice([d for d in range(10) if d != facts.true_label])
+            return self.rng.choice([d for d in range(label_count(data)) if d != facts.true_label])
         if self.model.rating_by_l2 is not None and facts.role == "experimental":
             base, slope = self.model.rating_by_l2
             mean = base + slope * facts.l2

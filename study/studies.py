@@ -18,11 +18,11 @@ from sqlalchemy import select
 
 from contracts import ContractError, load_stimulus_set
 from study.auth import grant
-from study.config import StudyConfig
+from study.config import ConfigError, RatingScale, StudyConfig
 from study.db import db
 from study.design import ListDesign, build_list_design
 from study.lifecycle import config_sha256, open_study
-from study.models import AssignmentList, Stimulus, Study
+from study.models import DIGIT_NAMES, AssignmentList, Stimulus, Study
 
 
 class StudyExists(ValueError):
@@ -49,15 +49,31 @@ def read_image(stimuli_dir: Path, file: str) -> bytes:
     return data
 
 
+def check_words(config: StudyConfig, classes: list[str] | None) -> None:
+    """ConfigError when a set of named classes (not the digits) would be asked about in the digit
+    study's default words: "Which digit is this?" above buttons reading circle, square, triangle."""
+    if not classes or classes == DIGIT_NAMES:
+        return
+    digit_words = [key for key, text, default in (("label.question", config.label_question, StudyConfig.label_question),
+                                                  ("rate.question", config.rating.question, RatingScale.question))
+                   if text == default]
+    if digit_words:
+        raise ConfigError("study config", [
+            f"the stimulus set's classes are {', '.join(classes)}, but {' and '.join(digit_words)} "
+            "ask about digits (the default); set [label] question (e.g. \"Which of these is it?\") and "
+            "[rate] question naming the class by {class}"])
+
+
 def create_study(config: StudyConfig, stimuli_dir: str | Path, owner: str | None = None) -> tuple[Study, ListDesign]:
     """Validate the set (schema, every image hash, every image a PNG file of the set), cut it into
     lists, store it all at once; `owner` (a researcher's name) gets the owner role.
 
-    Raises contracts.ContractError, design.DesignError, StudyExists or auth.AccountError; nothing
-    is written then.
+    Raises contracts.ContractError, config.ConfigError (see check_words), design.DesignError,
+    StudyExists or auth.AccountError; nothing is written then.
     """
     stimuli_dir = Path(stimuli_dir)
     manifest = load_stimulus_set(stimuli_dir)
+    check_words(config, manifest["dataset"].get("classes"))
     images = {s["file"]: read_image(stimuli_dir, s["file"]) for s in manifest["stimuli"]}
     design = build_list_design(manifest, config)
     if db.session.scalar(select(Study.id).where(Study.slug == config.id)) is not None:
@@ -66,6 +82,7 @@ def create_study(config: StudyConfig, stimuli_dir: str | Path, owner: str | None
     study = Study(
         slug=config.id, title=config.title, config=config.as_dict(), config_sha256=config_sha256(config.as_dict()),
         manifest_sha256=hashlib.sha256((stimuli_dir / "manifest.json").read_bytes()).hexdigest(),
+        classes=manifest["dataset"].get("classes"),
         rating_min=config.rating.min, rating_max=config.rating.max,
         target_participants=config.target_participants, lease_seconds=round(config.lease_minutes * 60),
     )

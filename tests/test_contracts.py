@@ -33,6 +33,16 @@ def test_manifest_cross_checks_clean_images_and_duplicate_ids():
     assert any("clean images have model_id null" in p for p in info.value.problems)
 
 
+def test_manifest_labels_must_name_one_of_its_classes():
+    doc = json.loads((EXAMPLES / "manifest.valid.json").read_text())
+    doc["dataset"]["classes"] = [f"class {k}" for k in range(9)]  # labels 0-8: the example's 7s and 8s have names
+    contracts.validate_manifest(doc)
+    doc["dataset"]["classes"] = doc["dataset"]["classes"][:8]
+    with pytest.raises(contracts.ContractError) as info:
+        contracts.validate_manifest(doc)
+    assert info.value.problems == [f"stimuli/{i}: target_label 8 has no class name (dataset.classes lists 8)" for i in range(3)]
+
+
 def _write_set(directory: Path) -> dict:
     doc = json.loads((EXAMPLES / "manifest.valid.json").read_text())
     (directory / "images").mkdir(parents=True)

@@ -101,7 +101,7 @@ async function preload(urls) {
     for (let attempt = 0; ; attempt++) {
       const img = new Image();
       img.src = url;
-      img.alt = "A handwritten digit";
+      img.alt = data.image_alt;
       img.id = "stimulus";
       img.width = img.height = 280;
       try {
@@ -147,9 +147,11 @@ const imageNumber = (trial) => Math.floor(trial.i / data.tasks_per_image);
 const practiceImages = data.trials.filter((t) => t.block === "practice").length / data.tasks_per_image;
 const totalImages = data.trials.length / data.tasks_per_image;
 
-// Whether `value` is an answer to a question of this task: a digit, or a point on the scale.
+// Whether `value` is an answer to a question of this task: a class's label, or a point on the scale.
 const onScale = (task, value) => Number.isInteger(value)
-  && (task === "label" ? value >= 0 && value <= 9 : value >= data.rating.min && value <= data.rating.max);
+  && (task === "label" ? value >= 0 && value < data.classes.length : value >= data.rating.min && value <= data.rating.max);
+// The right answer, as practice feedback names it ("this is a 7"; "the answer is square").
+const rightAnswer = (label) => (data.digits ? `this is a ${label}` : `the answer is ${data.classes[label]}`);
 
 function show(trial) {
   const newImage = !current || imageNumber(current) !== imageNumber(trial);
@@ -164,7 +166,7 @@ function show(trial) {
     if (newImage) document.querySelector(".stimulus-frame").replaceChildren(images.get(trial.image));
     const rating = trial.task === "rate";
     $("question").textContent = rating
-      ? data.rating.question.replace("{digit}", trial.digit)
+      ? data.rating.question.replace(/\{(class|digit)\}/g, trial.target)
       : data.label_question;
     // Only this question's controls exist on screen; the other group is gone (display: none), so
     // it can be neither clicked nor reached by Tab.
@@ -175,13 +177,13 @@ function show(trial) {
     refocus = false;
     $("hint").textContent = rating
       ? `Press a key from ${data.rating.min} to ${data.rating.max}, or choose a point on the scale.`
-      : "Press a key from 0 to 9, or choose a button.";
+      : `Press a key from 0 to ${data.classes.length - 1}, or choose a button.`;
     const number = imageNumber(trial) + 1;
     $("progress").value = trial.i / data.trials.length;
     $("progress-text").textContent = block
       ? `Practice image ${number} of ${practiceImages}`
       : `Image ${number - practiceImages} of ${totalImages - practiceImages}`;
-    $("block-note").textContent = block ? "Practice: after each answer we show you the right digit." : "";
+    $("block-note").textContent = block ? `Practice: after each answer we show you the right ${data.digits ? "digit" : "answer"}.` : "";
     // This callback's changes are painted in this frame; the next frame's timestamp is when they
     // are on screen. Reaction times count from there, and answers are taken only from then on.
     requestAnimationFrame((paintedAt) => {
@@ -217,8 +219,8 @@ function respond(task, value, eventTime) {
 async function afterAnswer(trial, value) {
   if (trial.correct !== undefined) {
     $("feedback").textContent = value === trial.correct
-      ? `Correct: this is a ${trial.correct}.`
-      : `Not quite: this is a ${trial.correct}.`;
+      ? `Correct: ${rightAnswer(trial.correct)}.`
+      : `Not quite: ${rightAnswer(trial.correct)}.`;
     await sleep(FEEDBACK_MS);
   }
   const next = nextTrial();

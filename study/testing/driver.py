@@ -76,11 +76,17 @@ class Reply:
         return html.unescape(found.group(1)) if found else self.text[:300]
 
 
+def label_count(data: dict[str, Any]) -> int:
+    """How many labels the trial page offers (its class names; a page without them, from a server
+    older than class names, offers the ten digits)."""
+    return len(data.get("classes", range(10)))
+
+
 def random_choice(rng: random.Random) -> Callable[[dict[str, Any], dict[str, Any]], int]:
-    """An answer model at chance: any digit, any scale point."""
+    """An answer model at chance: any class, any scale point."""
     def choose(trial: dict[str, Any], data: dict[str, Any]) -> int:
         if trial["task"] == "label":
-            return rng.randrange(10)
+            return rng.randrange(label_count(data))
         return rng.randint(data["rating"]["min"], data["rating"]["max"])
     return choose
 

@@ -43,6 +43,18 @@ def stimset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_stimulus_set(tmp_path_factory.mktemp("stimset"))
 
 
+SHAPES = ("circle", "square", "triangle")
+# A shapes study's own words: the rating question names the target class by {class}.
+SHAPE_WORDS: dict[str, Any] = {"label": {"question": "Which of these is it?"},
+                               "rate": {"question": "How much does this look like a genuine {class}?"}}
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-class RGB set with class names (SHAPES): 6 sources × normal/gradreg/clean, 3 practice, 4 catch."""
+    return write_stimulus_set(tmp_path_factory.mktemp("shapes"), sources=6, classes=SHAPES, rgb=True)
+
+
 def app_with_study(database_url: str, config: StudyConfig, stimset: Path) -> Flask:
     """Migrate a database and create one study in it, in-process (what `flask init-db` and
     `flask create-study` do, without two interpreter start-ups)."""

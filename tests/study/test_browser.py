@@ -1,17 +1,20 @@
 """The participant's session in Chromium: keyboard only, refresh, network drop, phone, axe-core."""
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageChops
 from sqlalchemy import create_engine, text
 
 from conftest import REPO
 from study.config import parse_config
 from study.db import db
 from pagestates import enter_on_focused, trial_count, wait_ready
-from studyhelp import BASE_CONFIG, app_with_study, stimset, study_server, write_config  # noqa: F401  (fixtures)
+from studyhelp import (BASE_CONFIG, SHAPE_WORDS, SHAPES, app_with_study, shapes, stimset,  # noqa: F401  (fixtures)
+                       study_server, write_config)
 
 pytestmark = pytest.mark.browser
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
@@ -23,6 +26,13 @@ def server(tmp_path_factory, stimset):
     url = f"sqlite:///{tmp / 'study.sqlite'}"
     with study_server(url, write_config(tmp / "study.toml", target_participants=100), stimset) as (base, _proc):
         yield base, create_engine(url)
+
+
+# Every answer given has reached the server (the page's outbox is empty).
+SENT = """() => {
+  const session = JSON.parse(document.getElementById("study-data").textContent).session;
+  return (localStorage.getItem(`study-outbox:${session}`) || "[]") === "[]";
+}"""
 
 
 def session_rows(engine, page) -> list[dict]:
@@ -129,6 +139,39 @@ def test_a_break_waits_until_the_participant_continues(server, page, stimset):
     assert page.evaluate("document.activeElement.id") == "resume"
     page.keyboard.press("Enter")
     finish(page, first_after_break)
+
+
+def test_a_class_study_offers_its_names_and_stores_the_label_chosen(server, page, shapes):
+    base, engine = server
+    config = parse_config({**BASE_CONFIG, **SHAPE_WORDS, "id": "shapes", "target_participants": 100})
+    with app_with_study(str(engine.url), config, shapes).app_context():
+        db.engine.dispose()
+    begin(page, base, "shapes-1", study="shapes")
+    wait_ready(page, 0)
+    buttons = page.locator("#label-buttons button:visible")
+    assert buttons.locator(".class-name").all_inner_texts() == list(SHAPES)  # only K buttons, named
+    assert page.locator("#question").inner_text() == "Which of these is it?"
+    assert page.locator("#hint").inner_text() == "Press a key from 0 to 2, or choose a button."
+    # The RGB image is drawn in colour: some pixel of it on screen is not grey.
+    red, green, _blue = Image.open(io.BytesIO(page.locator("#stimulus").screenshot())).convert("RGB").split()
+    assert ImageChops.difference(red, green).getbbox() is not None
+    assert serious_violations(page) == []
+    page.get_by_role("button", name="square").click()
+    page.wait_for_selector("#feedback:not(:empty)")
+    first = page.evaluate("JSON.parse(document.getElementById('study-data').textContent).trials[0].stimulus")
+    with engine.connect() as conn:
+        true_name = SHAPES[conn.execute(text("SELECT true_label FROM stimulus WHERE public_id = :p"), {"p": first}).scalar_one()]
+    assert page.locator("#feedback").inner_text() in (f"Correct: the answer is {true_name}.", f"Not quite: the answer is {true_name}.")
+    wait_ready(page, 1)
+    assert page.locator("#question").inner_text() == f"How much does this look like a genuine {true_name}?"  # practice: its own class
+    page.keyboard.press("3")
+    wait_ready(page, 2)
+    page.keyboard.press("7")  # no eighth class: the question stays
+    page.keyboard.press("2")
+    wait_ready(page, 3)
+    page.wait_for_function(SENT)
+    rows = session_rows(engine, page)
+    assert [(r["task"], r["response_label"]) for r in rows if r["task"] == "label"] == [("label", 1), ("label", 2)]
 
 
 def test_a_phone_completes_by_touch_without_sideways_scrolling(server, browser):
