@@ -2,7 +2,8 @@
 
 Serves a throwaway study (synthetic random-pixel images, so no engine run is needed) with
 gunicorn, walks Chromium through it with the browser tests' own state driver
-(tests/study/pagestates.py) and writes docs/screens/<viewport>-<state>.png.
+(tests/study/pagestates.py) and writes docs/screens/<viewport>-<state>.png; then the two
+questions of a study with named classes (a 3-class RGB set), as docs/screens/<viewport>-classes-*.png.
 """
 from __future__ import annotations
 
@@ -16,11 +17,34 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path += [str(REPO / "tests"), str(REPO / "tests" / "study")]  # the test harness's helpers
 
 from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from pagestates import STATES, VIEWPORTS, Walk, create_studies, fill, new_page, walk  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
-from studyhelp import study_server  # noqa: E402
+from pagestates import STATES, VIEWPORTS, Walk, create_studies, fill, new_page, wait_ready, walk  # noqa: E402
+from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from study.config import parse_config  # noqa: E402
+from study.db import db  # noqa: E402
+from studyhelp import BASE_CONFIG, SHAPE_WORDS, SHAPES, app_with_study, study_server  # noqa: E402
 
 OUT = REPO / "docs" / "screens"
+
+
+CLASS_STATES = ("classes-label", "classes-rate")
+
+
+def create_class_study(database_url: str, directory: Path) -> None:
+    stimuli = write_stimulus_set(directory, sources=6, classes=SHAPES, rgb=True)
+    config = parse_config({**BASE_CONFIG, **SHAPE_WORDS, "id": "shapes", "title": "Shape study", "target_participants": 100})
+    with app_with_study(database_url, config, stimuli).app_context():
+        db.engine.dispose()  # the server must not share this process's connections
+
+
+def class_states(page: Page, base: str, viewport: str) -> None:
+    """The named-class study's label question, then (after a click on a name) its rating question."""
+    page.goto(f"{base}/study/shapes?participant=screens-{viewport}")
+    page.click("text=I agree to take part")
+    page.click("text=Start the practice images")
+    for index, state in enumerate(CLASS_STATES):
+        wait_ready(page, index)
+        page.screenshot(path=OUT / f"{viewport}-{state}.png", animations="disabled", caret="hide")
+        page.locator(f"#{'label' if index == 0 else 'rate'}-buttons button").nth(1).click()
 
 
 def main() -> int:
@@ -31,6 +55,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="screens-") as tmp, sync_playwright() as pw:
         url = f"sqlite:///{tmp}/study.sqlite"
         create_studies(url, write_stimulus_set(Path(tmp) / "stimuli"))
+        create_class_study(url, Path(tmp) / "shapes")
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         with study_server(url, None, None) as (base, _proc):
             fill(base)
@@ -42,8 +67,11 @@ def main() -> int:
                     shot.append(state)
                 page.context.close()
                 assert shot == list(STATES), shot
+                page = new_page(browser, viewport)
+                class_states(page, base, viewport)
+                page.context.close()
         browser.close()
-    print(f"wrote {len(STATES) * len(VIEWPORTS)} screenshots to {OUT.relative_to(REPO)}/")
+    print(f"wrote {(len(STATES) + len(CLASS_STATES)) * len(VIEWPORTS)} screenshots to {OUT.relative_to(REPO)}/")
     return 0
 
 
