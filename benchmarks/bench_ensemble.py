@@ -7,7 +7,8 @@ passes it spent per such image (gradient passes: forward + backward with ∇ₓ;
 its budget (what an image that stands through the whole attack costs), and its time against the
 pass floor: the same passes at the speed of one batched pass over the whole set.
 
-`python -m benchmarks --only ensemble [--tier quick|full]`
+`python -m benchmarks --only ensemble [--tier quick|full]`; `BENCH_ENSEMBLE_IMAGES=256` runs one size
+of the tier alone (its own RESULTS section), since 1,000 images take about an hour on 2 cores.
 """
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ from engine.masking import ensemble_counts, masking_reasons
 EPS = (0.1, 0.2, 0.3)
 TIERS = {"quick": {"images": [64]}, "full": {"images": [256, 1000]}}
 CONDITION = "adversarial"
+SIZES_VARIABLE = "BENCH_ENSEMBLE_IMAGES"
+
+
+def image_counts(tier: str) -> list[int]:
+    chosen = os.environ.get(SIZES_VARIABLE)
+    if not chosen:
+        return TIERS[tier]["images"]
+    try:
+        return [int(n) for n in chosen.split(",")]
+    except ValueError:
+        raise SystemExit(f"{SIZES_VARIABLE} must be image counts separated by commas, not {chosen!r}") from None
 
 
 def pass_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rounds: int = 7) -> tuple[float, float]:
@@ -58,7 +70,8 @@ def run(tier: str) -> None:
     settings = EnsembleSettings()
     entries: list[Entry] = []
     load_before = os.getloadavg()[0]
-    for n in TIERS[tier]["images"]:
+    counts = image_counts(tier)
+    for n in counts:
         keep = torch.randperm(len(dataset.test.y), generator=torch.Generator().manual_seed(0))[:n]
         x, y = dataset.test.x[keep], dataset.test.y[keep]
         t_forward, t_gradient = pass_seconds(model, x[:256], y[:256])
@@ -92,8 +105,12 @@ def run(tier: str) -> None:
     entries.append(Entry("distilled demo model, 64 images, ε=0.1: ensemble-robust accuracy and masking flag",
                          f"{at['ensemble']:.1%} (APGD-CE alone {at['apgd-ce']:.1%}; exactly-zero CE gradient on "
                          f"{at['zero-gradient']:.1%}); {'flagged' if why else 'NOT flagged'}", target="≤ 15% and flagged"))
-    write_section("AutoAttack ensemble" + (" (full tier: 256 and 1,000 images)" if tier == "full" else ""), entries,
-                  command=f"python -m benchmarks --only ensemble --tier {tier}", notes=(
+    chosen = os.environ.get(SIZES_VARIABLE)
+    title = (f" ({', '.join(f'{n:,}' for n in counts)} images)" if chosen else
+             " (full tier: 256 and 1,000 images)" if tier == "full" else "")
+    write_section("AutoAttack ensemble" + title, entries,
+                  command=(f"{SIZES_VARIABLE}={chosen} " if chosen else "") + f"python -m benchmarks --only ensemble --tier {tier}",
+                  notes=(
         f"Model: the zoo's `{CONDITION}` demo model ({meta['id']}), one robust model as the issue asks; {torch.get_num_threads()} "
         f"threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; 1-minute load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after (2 cores, shared). Settings: AutoAttack standard (APGD-CE 100 steps, APGD-T 9 targets × "
