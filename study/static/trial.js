@@ -179,7 +179,9 @@ function show(trial) {
       ? `Press a key from ${data.rating.min} to ${data.rating.max}, or choose a point on the scale.`
       : `Press a key from 0 to ${data.classes.length - 1}, or choose a button.`;
     const number = imageNumber(trial) + 1;
-    $("progress").value = trial.i / data.trials.length;
+    // The bar and the words count the same thing: this block's images (practice, then main).
+    const [first, count] = block ? [0, practiceImages] : [practiceImages, totalImages - practiceImages];
+    $("progress").value = (trial.i - first * data.tasks_per_image) / (count * data.tasks_per_image);
     $("progress-text").textContent = block
       ? `Practice image ${number} of ${practiceImages}`
       : `Image ${number - practiceImages} of ${totalImages - practiceImages}`;

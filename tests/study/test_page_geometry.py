@@ -7,6 +7,8 @@ no answer. And clicking through a session, every stored answer is the one its qu
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import create_engine
 
@@ -94,6 +96,11 @@ def test_each_state_offers_exactly_its_controls_and_nothing_else_answers(server,
         if found["sideways"]:
             problems["sideways"] = "the page scrolls sideways"
         assert sorted(found["reachable"]) == sorted(found["wanted"]) and not problems, (state, found)
+        if state in TASK_STATES:  # the bar shows what the words say: "Image N of M" is N - 1 of M done
+            value, text = page.evaluate("[document.getElementById('progress').value, "
+                                        "document.getElementById('progress-text').textContent]")
+            number, of = map(int, re.search(r"(\d+) of (\d+)", text).groups())
+            assert (number - 1) / of <= value < number / of, (state, value, text)
         if state not in ("consent", "resume-offer", "full", "withdrawn"):
             assert found["wanted"], state  # every running-session state offers its controls
 
