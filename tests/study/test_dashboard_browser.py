@@ -66,11 +66,12 @@ def test_login_watch_bots_and_export(page, stimset, tmp_path):
 
 
 def test_the_default_study_dashboard_fits_one_screen_and_its_tables_sort_and_page(browser, tmp_path):
-    """The default study's shape (5 lists of 80 images, 400 stimuli) with 24 sessions, 2 of them
-    complete: every chart of the summary is on the first 1280×800 screen, the page is shorter than
-    3,000 px, the tables sort and page by keyboard, and axe finds nothing serious."""
-    stimuli = write_stimulus_set(tmp_path / "set", sources=80, practice=4, catch=6,
-                                 conditions=("normal", "adversarial", "distilled", "gradreg", "clean"))
+    """The default study's shape (six defenses and clean controls on 70 sources: 7 lists, 500
+    stimuli) with 24 sessions, 2 of them complete: every chart of the summary is on the first
+    1280×800 screen, the page is shorter than 3,000 px, the tables sort and page by keyboard, and
+    axe finds nothing serious."""
+    stimuli = write_stimulus_set(tmp_path / "set", sources=70, practice=4, catch=6, conditions=(
+        "normal", "adversarial", "distilled", "gradreg", "pgd-adversarial", "trades", "clean"))  # engine/stimulus_design.toml
     url = f"sqlite:///{tmp_path / 'study.sqlite'}"
     # All 24 bots arrive from one address within a second: admission limits and the too-fast
     # screening (tested in test_security*.py) would turn them away.
@@ -101,13 +102,13 @@ def test_the_default_study_dashboard_fits_one_screen_and_its_tables_sort_and_pag
         bottoms = page.evaluate("[...document.querySelectorAll('#summary > section')].map((s) => s.getBoundingClientRect().bottom)")
         assert len(bottoms) == 6 and max(bottoms) <= 800, bottoms
         assert page.evaluate("document.documentElement.scrollHeight") < 3000
-        assert page.locator("#lists svg rect.bar:not(.extra)").count() == 5 and page.locator("#accuracy svg circle.dot").count() == 5
+        assert page.locator("#lists svg rect.bar:not(.extra)").count() == 7 and page.locator("#accuracy svg circle.dot").count() == 7
         assert serious_violations(page) == []
 
         page.focus("nav.tables a >> nth=0")  # the stimulus table, by keyboard
         page.keyboard.press("Enter")
         page.wait_for_selector("h1:text('Answers per stimulus')")
-        assert page.locator("#stimuli tbody tr").count() == 50 and page.locator("nav.pages a").count() == 7
+        assert page.locator("#stimuli tbody tr").count() == 50 and page.locator("nav.pages a").count() == 9  # 10 pages: the 9 others
         heading = page.locator("#stimuli th a", has_text="Label answers")
         heading.focus()
         page.keyboard.press("Enter")  # ascending
