@@ -19,6 +19,7 @@ from flask import Blueprint, Response, abort, jsonify, redirect, render_template
 from markupsafe import Markup
 from sqlalchemy import and_, case, func, select
 
+from contracts import CONDITIONS
 from study import charts
 from study.api import server_seconds_per_answer
 from study.auth import admin_csrf, admin_required, check_admin_csrf, current_admin, current_user, has_role, require_role
@@ -152,7 +153,9 @@ def _condition_means(answers) -> list[dict[str, Any]]:
         else:
             low, high = charts.mean_interval(n, float(mean), float(mean_sq))
             row.update(ratings=n, rating=float(mean), rating_low=low, rating_high=high)
-    return [rows[c] for c in sorted(rows)]
+    # The vocabulary's order (normal first, clean last), as in the analysis; a condition outside it goes last.
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    return [rows[c] for c in sorted(rows, key=lambda c: (order.get(c, len(order)), c))]
 
 
 def _median_seconds_per_answer(sessions: list[dict[str, Any]]) -> float | None:
@@ -207,7 +210,7 @@ def summary_charts(study: Study, p: dict[str, Any]) -> dict[str, Markup]:
         "lists": charts.bars([charts.Bar(r["list"], r["completed"], r["running"], f"{r['completed']} + {r['running']} running")
                               for r in p["lists"]],
                              "Completed sessions per list: " + ", ".join(f"{r['list']} {r['completed']}" for r in p["lists"])
-                             + f"; each list's share of the target is {p['lists'][0]['target']:g}" if p["lists"] else "No lists",
+                             + f"; each list's share of the target is {round(p['lists'][0]['target'], 1):g}" if p["lists"] else "No lists",
                              target=p["lists"][0]["target"] if p["lists"] else None),
         "funnel": charts.bars([charts.Bar(step.replace("_", " "), n) for step, n in p["funnel"].items()],
                               "Sessions that reached each step: " + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in p["funnel"].items())),

@@ -102,6 +102,9 @@ def test_the_default_study_dashboard_fits_one_screen_and_its_tables_sort_and_pag
         bottoms = page.evaluate("[...document.querySelectorAll('#summary > section')].map((s) => s.getBoundingClientRect().bottom)")
         assert len(bottoms) == 6 and max(bottoms) <= 800, bottoms
         assert page.evaluate("document.documentElement.scrollHeight") < 3000
+        names = page.locator("#accuracy svg text.label").all_text_contents()
+        assert names == ["normal", "adversarial", "distilled", "gradreg", "pgd-adversarial", "trades", "clean"], names
+        assert "each list's share of the target (3.4)" in page.locator("#lists").inner_text()  # 24 / 7, as people write it
         assert page.locator("#lists svg rect.bar:not(.extra)").count() == 7 and page.locator("#accuracy svg circle.dot").count() == 7
         assert serious_violations(page) == []
 
