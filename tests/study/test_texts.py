@@ -27,10 +27,10 @@ def fields(reply) -> dict[str, str]:
 
 
 def test_the_default_study_says_what_its_plan_asks(tmp_path):
-    # The shape of the default stimulus set (engine/stimulus_design.toml): 80 sources in 4 defended
+    # The shape of the default stimulus set (engine/stimulus_design.toml): 70 sources in 6 defended
     # conditions plus clean, 4 practice and 6 catch images.
-    stimuli = write_stimulus_set(tmp_path / "set", sources=80, practice=4, catch=6,
-                                 conditions=("normal", "adversarial", "distilled", "gradreg", "clean"))
+    stimuli = write_stimulus_set(tmp_path / "set", sources=70, practice=4, catch=6, conditions=(
+        "normal", "adversarial", "distilled", "gradreg", "pgd-adversarial", "trades", "clean"))
     config = load_config(DEFAULT_CONFIG)
     app = app_with_study(f"sqlite:///{tmp_path / 'study.sqlite'}", config, stimuli)
     client = app.test_client()
@@ -44,11 +44,11 @@ def test_the_default_study_says_what_its_plan_asks(tmp_path):
     images = answers // len(config.tasks)
     practice = sum(t["block"] == "practice" for t in plan) // len(config.tasks)
     minutes = math.ceil(answers * config.seconds_per_answer / 60)
-    assert (images, practice) == (89, 3)  # the numbers the issue counted: 3 practice + 86 images, 178 answers
+    assert (images, practice) == (78, 3)  # 3 practice + 75 main images (10 per condition, 5 catch), 156 answers
 
     said = page_text(consent)
-    assert f"You will see {images} small images, the first {practice} of them for practice." in said
-    assert f"{answers} answers in all. It takes about {minutes} minutes." in said
+    assert f"the first {practice} images are practice." in said
+    assert said.count(f"{answers} answers") == said.count(f"{minutes} minutes") == 1  # said once, not twice
     assert f"This study takes about {minutes} minutes: {images} images ({practice} for practice), {answers} answers." in said
     told = page_text(instructions)
     assert f"The first {practice} images are practice" in told and f"Then {images - practice} more images follow" in told
