@@ -60,10 +60,10 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
         model_ids = {m["id"] for m in manifest["models"]}
         classes = manifest["dataset"].get("classes")
         k = class_count(manifest)
-        # Why a label can be out of range though the schema passed: the schema allows 0-99 for
-        # every version; the class count (and version 1.0's digits) bound it here.
-        bound = (f"has no class name (dataset.classes lists {len(classes)})" if classes is not None and k == len(classes)
-                 else f"is not a digit 0-9 (schema {manifest['schema_version']})" if classes is not None
+        if manifest["schema_version"] == "1.0" and k > 10:
+            problems.append(f"dataset/classes: schema 1.0 numbers at most 10 classes, not {k} (more need schema_version 1.1)")
+        # The schema allows labels 0-99 in every version; the class count bounds them here.
+        bound = (f"has no class name (dataset.classes lists {k})" if classes is not None
                  else "is not a digit 0-9 (a set without dataset.classes)")
         seen: set[str] = set()
         for i, s in enumerate(manifest["stimuli"]):
@@ -88,10 +88,9 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
 
 def class_count(manifest: dict[str, Any]) -> int:
     """How many classes a (schema-valid) manifest's labels number: its dataset.classes, or the ten
-    digits without them; schema 1.0 labels are digits whatever the names say."""
+    digits without them."""
     classes = manifest["dataset"].get("classes")
-    k = len(classes) if classes is not None else 10
-    return min(k, 10) if manifest["schema_version"] == "1.0" else k
+    return len(classes) if classes is not None else 10
 
 
 def sha256_file(path: str | Path) -> str:
