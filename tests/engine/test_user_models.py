@@ -147,6 +147,7 @@ def test_twelve_classes_of_non_square_images_make_a_schema_1_1_set(tmp_path, fac
     assert read_png(tmp_path / "set" / attacked[0]["file"]).shape == (1, 6, 8)
     zoom = 56 // 8  # the sheet draws small images 7× (contact_sheet): tiles 42 px tall, 56 px wide, in 12 columns
     assert sheet.size == (90 + 12 * (8 * zoom + 2), 14 + 2 * (6 * zoom + 2) + 6)
+    assert stimuli.verify(tmp_path / "set", {m["id"]: models["normal"][0] for m in manifest["models"]}, dataset) == []
 
 
 def test_a_data_set_of_more_classes_than_the_manifest_holds_is_refused_before_any_attack():

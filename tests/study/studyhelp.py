@@ -61,10 +61,14 @@ TWENTY = ("apple", "aquarium fish", "baby", "bear", "beaver", "bed", "bee", "bee
 TALL = (32, 24)  # (height, width) of the twenty-class set's images: taller than wide, so letterboxed
 
 
+def write_twenty(directory: Path) -> Path:
+    """A 20-class grayscale set of 24-wide × 32-tall images: 20 sources × normal/gradreg/clean, 3 practice, 4 catch."""
+    return write_stimulus_set(directory, sources=20, classes=TWENTY, size=TALL)
+
+
 @pytest.fixture(scope="session")
 def twenty(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 20-class grayscale set of 24-wide × 32-tall images: 20 sources × normal/gradreg/clean, 3 practice, 4 catch."""
-    return write_stimulus_set(tmp_path_factory.mktemp("twenty"), sources=20, classes=TWENTY, size=TALL)
+    return write_twenty(tmp_path_factory.mktemp("twenty"))
 
 
 def app_with_study(database_url: str, config: StudyConfig, stimset: Path) -> Flask:
