@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import checkpoints
+from engine import checkpoints, cli
 from engine.ensemble import EnsembleSettings, autoattack
 from engine.data import from_arrays, load_dataset
 from benchmarks.bench_fidelity import fidelity_checks, paper_claims
@@ -163,3 +163,11 @@ def test_grid_ensemble_targets_and_maps_use_the_data_sets_classes(three_classes,
     assert ds.test.y[idx].tolist() == [0, 1, 2]
     plot_grid(models, ds.test.x[idx], tmp_path / "maps.png", list(ds.classes))
     assert (tmp_path / "maps.png").stat().st_size > 1000
+
+
+def test_the_ensemble_refuses_two_classes_in_one_line(tmp_path, capsys):
+    x = np.random.default_rng(0).integers(0, 255, (30, 4, 4)).astype(np.uint8)
+    np.savez(tmp_path / "two.npz", x=x, y=np.arange(30) % 2)
+    assert cli.main(["evaluate", "--dataset", str(tmp_path / "two.npz"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the AutoAttack ensemble needs at least 3 classes" in err and "--no-ensemble" in err, err
