@@ -200,7 +200,9 @@ function show(trial) {
 
 function showHint() {
   const last = data.classes.length - 1;
-  for (const button of $("label-buttons").querySelectorAll("button")) button.classList.toggle("typed", button.dataset.value === typed);
+  for (const button of $("label-buttons").querySelectorAll("button")) {
+    button.classList.toggle("typed", typed !== "" && Number(button.dataset.value) === Number(typed)); // "05" marks 5
+  }
   if (current.task === "rate") {
     $("hint").textContent = `Press a key from ${data.rating.min} to ${data.rating.max}, or choose a point on the scale.`;
   } else if (!data.typed_keys) {

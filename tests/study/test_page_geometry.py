@@ -241,7 +241,8 @@ def test_a_class_number_is_typed_shown_edited_and_sent_with_enter(server, browse
     assert wait_ready(page, 1) == "rate"
     page.keyboard.press("3")  # a rating is still one key
     wait_ready(page, 2)
-    page.keyboard.type("7")  # a one-digit class number needs its Enter too
+    page.keyboard.type("07")  # a leading zero is the same number; a one-digit number needs its Enter too
+    assert page.locator("#label-buttons button.typed").all_inner_texts() == ["7beetle"]
     page.keyboard.press("Enter")
     wait_ready(page, 3)
     assert [(p["trial_index"], p["response"]) for p in seen.posted] == [(0, 12), (1, 3), (2, 7)]
