@@ -72,7 +72,7 @@ def create_studies(database_url: str, stimset: Path, twenty: Path) -> None:
     """The walked study ("walk": 2 practice images, 4 main ones, a break after the 2nd), one that
     will be full ("full", see `fill`), one for clicking through ("clicks": 10 images, so 10
     label and 10 rating questions) and one of `twenty` classes (studyhelp.write_twenty) without
-    practice ("twenty")."""
+    practice, its images smoothed ("twenty")."""
     default = load_config(DEFAULT_CONFIG)  # its words and scale, so the screenshots show the real pages
     words = {"title": default.title, "texts": asdict(default.texts), "rate": asdict(default.rating),
              "label": {"question": default.label_question}}
@@ -83,7 +83,7 @@ def create_studies(database_url: str, stimset: Path, twenty: Path) -> None:
         create_study(parse_config({**BASE_CONFIG, "id": "clicks", "trials_per_participant": 6,
                                    "target_participants": 100}), stimset)
         create_study(parse_config({**BASE_CONFIG, **SHAPE_WORDS, "id": "twenty", "title": "Picture study (test)",
-                                   "target_participants": 100, "practice_trials": 0}), twenty)
+                                   "target_participants": 100, "practice_trials": 0, "image_scaling": "smooth"}), twenty)
         db.engine.dispose()  # the server must not share this process's connections
 
 
