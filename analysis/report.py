@@ -155,7 +155,7 @@ def primary_section(report: Report, answers: pd.DataFrame, layout: Layout, decla
         + ("The L2 norm of each image's perturbation enters as a centred covariate, separating 'looks more like the "
            "target' from 'was changed more'; Δ averages over the observed norms." if covariate else "")))
     omnibus_rows, diagnostics, sentences, primary = [], [], [], []
-    clustering = f"participants × {'source digits' if layout.unit == 'source_id' else 'images'}"
+    clustering = f"participants × {'source images' if layout.unit == 'source_id' else 'images'}"
     for outcome in OUTCOMES:
         with report.step(f"{outcome.title}: primary model{label}"):
             fit = fit_model(answers, outcome, layout, covariate=covariate)
@@ -188,7 +188,7 @@ def summary_section(report: Report, answers: pd.DataFrame, declared: Declared, p
     defended = [c for c in declared.conditions[1:]]
     intro = (f"Compared: adversarial images made against the {', '.join(defended)} model{'s' if len(defended) > 1 else ''}, each "
              f"against those made against the {declared.conditions[0]} model, judged by {analysed['participant_id'].nunique()} "
-             f"participants on {analysed['stimulus_id'].nunique()} images from {analysed['source_id'].nunique()} source digits "
+             f"participants on {analysed['stimulus_id'].nunique()} images from {analysed['source_id'].nunique()} sources "
              f"({len(analysed)} answers after exclusions). Found (difference with 95% CI; Holm-adjusted within each outcome):")
     findings = [f"{OUTCOME_WORDS[row['outcome']].capitalize()}, {row['contrast']}: " + (row["note"] if row["note"] else headline(row))
                 for _, row in primary.iterrows()]
@@ -313,7 +313,7 @@ def write_report(args: argparse.Namespace, report: Report, responses: pd.DataFra
                                  "contrast families are built from them. "
                                  f"Layout detected from source_id: {layout.name}; {layout.reason}. "
                                  f"{answers['participant_id'].nunique()} participants, {answers['stimulus_id'].nunique()} images from "
-                                 f"{answers['source_id'].nunique()} source digits, {len(answers)} answers after exclusions."))
+                                 f"{answers['source_id'].nunique()} sources, {len(answers)} answers after exclusions."))
 
     with report.step("Descriptives"):
         summary = condition_summary(answers, layout, args.bootstrap, args.seed)
@@ -335,7 +335,7 @@ def write_report(args: argparse.Namespace, report: Report, responses: pd.DataFra
         alpha = pd.concat([alpha_by_condition(answers, "response_label", "nominal", args.bootstrap, args.seed),
                            alpha_by_condition(answers, "rating", "ordinal", args.bootstrap, args.seed)], ignore_index=True)
         report.add(Section("Agreement", "Krippendorff's alpha per condition: raters are participants, units are images "
-                                        "(nominal for the chosen digit, ordinal for ratings); 95% intervals from resampling images. "
+                                        "(nominal for the chosen class, ordinal for ratings); 95% intervals from resampling images. "
                                         "Alpha describes the images; it is not a test of conditions.",
                            [plain_table(alpha, "agreement", "Krippendorff's alpha per condition")]))
 

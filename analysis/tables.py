@@ -138,10 +138,10 @@ def plain_table(data: pd.DataFrame, name: str, title: str, note: str = "", digit
 
 
 ALPHA = 0.05
-WHAT = {"target": "labelled as the attack's target digit {} often", "true": "labelled as their true digit {} often",
-        "rating": "rated as {} legitimate examples of the target digit"}
-MEASURE = {"target": "how often they were labelled as the attack's target digit",
-           "true": "how often they were labelled as their true digit", "rating": "how legitimate they were rated"}
+WHAT = {"target": "labelled as the attack's target class {} often", "true": "labelled as their true class {} often",
+        "rating": "rated as {} legitimate examples of the target class"}
+MEASURE = {"target": "how often they were labelled as the attack's target class",
+           "true": "how often they were labelled as their true class", "rating": "how legitimate they were rated"}
 
 
 def _shift(row: pd.Series) -> str:

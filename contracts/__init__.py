@@ -17,10 +17,13 @@ import jsonschema
 from contracts.schemas import MANIFEST_SCHEMA, RESPONSE_SCHEMA, load_schema
 from contracts.vocabulary import BLOCKS, CLEAN, CONDITIONS, DEFENSES, DISPLAY_NAMES, ROLES, TASKS, display_name
 
-__all__ = ["BLOCKS", "CLEAN", "CONDITIONS", "DEFENSES", "DISPLAY_NAMES", "ROLES", "TASKS", "ContractError", "MANIFEST_SCHEMA",
-           "RESPONSE_SCHEMA", "RESPONSES_VIEW", "display_name", "load_schema", "load_stimulus_set", "response_columns", "sha256_file",
+__all__ = ["BLOCKS", "CLEAN", "CONDITIONS", "DEFENSES", "DISPLAY_NAMES", "ROLES", "TASKS", "ContractError", "MANIFEST_SCHEMA", "MANIFEST_VERSION", "MAX_CLASSES",
+           "RESPONSE_SCHEMA", "RESPONSES_VIEW", "class_count", "display_name", "load_schema", "load_stimulus_set", "response_columns", "sha256_file",
            "validate_manifest", "validate_response_rows", "validate_responses_frame"]
 MAX_LISTED_PROBLEMS = 20
+# The newest manifest version (what the engine writes) and the most classes it numbers (labels 0-99).
+MANIFEST_VERSION = load_schema(MANIFEST_SCHEMA)["properties"]["schema_version"]["enum"][-1]
+MAX_CLASSES = load_schema(MANIFEST_SCHEMA)["properties"]["dataset"]["properties"]["classes"]["maxItems"]
 # The database view `study` keeps and `analysis` reads: the contract is this view, never the tables behind it.
 RESPONSES_VIEW = "responses_long"
 
@@ -56,6 +59,12 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     if not problems:
         model_ids = {m["id"] for m in manifest["models"]}
         classes = manifest["dataset"].get("classes")
+        k = class_count(manifest)
+        if manifest["schema_version"] == "1.0" and k > 10:
+            problems.append(f"dataset/classes: schema 1.0 numbers at most 10 classes, not {k} (more need schema_version 1.1)")
+        # The schema allows labels 0-99 in every version; the class count bounds them here.
+        bound = (f"has no class name (dataset.classes lists {k})" if classes is not None
+                 else "is not a digit 0-9 (a set without dataset.classes)")
         seen: set[str] = set()
         for i, s in enumerate(manifest["stimuli"]):
             if s["id"] in seen:
@@ -67,11 +76,21 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
                 problems.append(f"stimuli/{i}: model_id {s['model_id']!r} is not among models[].id {sorted(model_ids)}")
             if s["role"] == "experimental" and s["target_label"] is None:
                 problems.append(f"stimuli/{i}: experimental stimulus {s['id']!r} needs a target_label")
-            for key in ("true_label", "target_label"):
-                if classes is not None and s[key] is not None and s[key] >= len(classes):
-                    problems.append(f"stimuli/{i}: {key} {s[key]} has no class name (dataset.classes lists {len(classes)})")
+            labels = {"true_label": s["true_label"], "target_label": s["target_label"],
+                      "prediction/label": (s["prediction"] or {}).get("label"),
+                      **{f"transfer/{m}": v for m, v in s["transfer"].items()}}
+            for key, label in labels.items():
+                if label is not None and label >= k:
+                    problems.append(f"stimuli/{i}: {key} {label} {bound}")
     if problems:
         raise ContractError("stimulus manifest does not follow " + MANIFEST_SCHEMA, problems)
+
+
+def class_count(manifest: dict[str, Any]) -> int:
+    """How many classes a (schema-valid) manifest's labels number: its dataset.classes, or the ten
+    digits without them."""
+    classes = manifest["dataset"].get("classes")
+    return len(classes) if classes is not None else 10
 
 
 def sha256_file(path: str | Path) -> str:

@@ -45,11 +45,15 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image targeted DLR loss (higher: the target's logit closer to overtaking y's)."""
+    """Per-image targeted DLR loss (higher: the target's logit closer to overtaking y's).
+
+    The scale is z₍₁₎ − (z₍₃₎ + z₍₄₎)/2 of the sorted logits; with three classes there is no z₍₄₎
+    and the scale is z₍₁₎ − z₍₃₎ (the untargeted DLR's), so a 3-class model can be attacked too."""
     s = logits.sort(dim=1).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     z_t = logits.gather(1, target[:, None]).squeeze(1)
-    return -(z_y - z_t) / (s[:, -1] - 0.5 * s[:, -3] - 0.5 * s[:, -4] + 1e-12)
+    fourth = s[:, -4] if s.shape[1] >= 4 else s[:, -3]
+    return -(z_y - z_t) / (s[:, -1] - 0.5 * s[:, -3] - 0.5 * fourth + 1e-12)
 
 
 def _loss(kind: str, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """`engine evaluate`: clean accuracy, the paper's transfer grid and white-box PGD, with intervals.
 
-Every source model's FGSM and TGSM (target (y+1) mod 10) examples at each ε are scored on every
+Every source model's FGSM and TGSM (target (y+1) mod K, K the data set's classes) examples at each ε are scored on every
 model (diagonal: white-box; off-diagonal: transfer), against the true labels, over the whole test
 split. PGD (random start) is white-box only. With one training seed an accuracy carries a Wilson
 95% interval over test images; with several, the mean over seeds carries a t interval over seeds.
@@ -29,10 +29,11 @@ from engine.zoo import CACHE_DIR, add_jobs_arg, add_models_dir_arg, load_zoo
 
 EPS_GRID = [round(0.1 * i, 1) for i in range(8)]
 PGD_EPS = [0.1, 0.2, 0.3]
-# The transfer grid's one-step attacks, as the paper's accuracy curves use them (TGSM toward (y + 1) mod 10).
-GRID_ATTACKS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
-    "fgsm": fgsm,
-    "tgsm": lambda model, x, y, eps: tgsm(model, x, (y + 1) % 10, eps),
+# The transfer grid's one-step attacks, as the paper's accuracy curves use them (TGSM toward the next
+# class, (y + 1) mod K on a data set of K classes); each takes (model, x, y, ε, K).
+GRID_ATTACKS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor, float, int], torch.Tensor]] = {
+    "fgsm": lambda model, x, y, eps, classes: fgsm(model, x, y, eps),
+    "tgsm": lambda model, x, y, eps, classes: tgsm(model, x, (y + 1) % classes, eps),
 }
 # Two-sided 95% Student t quantiles for 1…30 degrees of freedom; beyond, the normal 1.96 is within 2%.
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131,
@@ -60,8 +61,8 @@ def in_batches(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Ten
 
 
 def robustness_counts(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, seed: int = 0, pgd_steps: int = 40,
-                      pgd_eps: list[float] = PGD_EPS, progress: bool = True) -> list[dict]:
-    """Correct counts for clean, the FGSM/TGSM source × evaluated grid, and white-box PGD."""
+                      pgd_eps: list[float] = PGD_EPS, progress: bool = True, classes: int = 10) -> list[dict]:
+    """Correct counts for clean, the FGSM/TGSM source × evaluated grid, and white-box PGD, on a data set of `classes` classes."""
     rows = [{"source": "-", "evaluated": name, "attack": "clean", "eps": 0.0, "correct": int((predict(m, x)[0] == y).sum())}
             for name, m in models.items()]
     jobs = [(s, a, e) for s in models for a in GRID_ATTACKS for e in EPS_GRID if e > 0] + [(s, "pgd", e) for s in models for e in pgd_eps]
@@ -70,7 +71,7 @@ def robustness_counts(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
             x_adv = in_batches(pgd, models[source], x, y, eps=eps, step=2.5 * eps / pgd_steps, steps=pgd_steps, seed=seed)
             targets = {source: models[source]}
         else:
-            x_adv = in_batches(GRID_ATTACKS[attack], models[source], x, y, eps=eps)
+            x_adv = in_batches(GRID_ATTACKS[attack], models[source], x, y, eps=eps, classes=classes)
             targets = models
         rows += [{"source": source, "evaluated": name, "attack": attack, "eps": eps, "correct": int((predict(m, x_adv)[0] == y).sum())}
                  for name, m in targets.items()]
@@ -82,9 +83,9 @@ def robustness_counts(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
 
 
 def white_box_and_ensemble_counts(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, seed: int, pgd_steps: int,
-                                  pgd_eps: list[float], ensemble: bool, progress: bool = True) -> list[dict]:
+                                  pgd_eps: list[float], ensemble: bool, progress: bool = True, classes: int = 10) -> list[dict]:
     """`robustness_counts`, plus (with `ensemble`) the AutoAttack ensemble's rows at the PGD ε (engine/masking.py)."""
-    rows = robustness_counts(models, x, y, seed, pgd_steps, pgd_eps, progress)
+    rows = robustness_counts(models, x, y, seed, pgd_steps, pgd_eps, progress, classes)
     return rows + (ensemble_counts(models, x, y, pgd_eps, EnsembleSettings(seed=seed), progress) if ensemble else [])
 
 
@@ -184,7 +185,7 @@ def evaluate(conditions: list[str], cfg, dataset: Dataset, preset: str = "demo",
         loaded = load_zoo(conditions, cfg, preset, seed, cache_dir, dataset, progress, jobs, cluster)
         metas = metas or [meta for _, meta in loaded.values()]
         per_seed.append(white_box_and_ensemble_counts({c: m for c, (m, _) in loaded.items()}, x, y, seed, pgd_steps, pgd_eps,
-                                                      ensemble, progress))
+                                                      ensemble, progress, len(dataset.classes)))
     return aggregate(per_seed, len(y)), metas
 
 
@@ -202,10 +203,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise ConfigError(f"--seeds must be ≥ 1, got {args.seeds}")
     cfg = config_from_args(args)
     dataset = load_dataset(cfg.dataset)
+    if args.ensemble and len(dataset.classes) < 3:  # APGD's DLR losses divide by the gap to the third-largest logit
+        raise ConfigError(f"the AutoAttack ensemble needs at least 3 classes; {dataset.name} has {len(dataset.classes)}: pass --no-ensemble")
     if args.checkpoints:
         models, metas = checkpoints.load_many(args.checkpoints, dataset)
         x, y = test_images(dataset, args.limit)
-        rows = aggregate([white_box_and_ensemble_counts(models, x, y, args.seed, args.pgd_steps, args.pgd_eps, args.ensemble)], len(y))
+        rows = aggregate([white_box_and_ensemble_counts(models, x, y, args.seed, args.pgd_steps, args.pgd_eps, args.ensemble,
+                                                        classes=len(dataset.classes))], len(y))
     else:
         conditions = list(regimes.names()) if args.conditions == "all" else [check_condition(c.strip()) for c in args.conditions.split(",")]
         rows, metas = evaluate(conditions, cfg, dataset, args.preset, range(args.seed, args.seed + args.seeds), args.models_dir,

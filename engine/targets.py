@@ -13,7 +13,8 @@ TargetedRun = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.T
 
 
 def over_targets(run: TargetedRun, model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run toward the 2nd, 3rd, … (targets + 1)-th largest clean logit of each image in turn.
+    """Run toward the 2nd, 3rd, … (targets + 1)-th largest clean logit of each image in turn; with
+    fewer than targets + 1 classes, toward every other class (AutoAttack's min(targets, K − 1)).
 
     Returns (adversarial batch: the breaking example or x, fooled by any target).
     """
@@ -21,7 +22,7 @@ def over_targets(run: TargetedRun, model: nn.Module, x: torch.Tensor, y: torch.T
     adv, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
     with torch.no_grad(), eval_mode(model):
         ranked = model(x).argsort(dim=1)
-    for k in range(2, targets + 2):
+    for k in range(2, min(targets, ranked.shape[1] - 1) + 2):
         idx = (~fooled).nonzero().squeeze(1)
         if len(idx) == 0:
             break

@@ -3,7 +3,8 @@
 Serves a throwaway study (synthetic random-pixel images, so no engine run is needed) with
 gunicorn, walks Chromium through it with the browser tests' own state driver
 (tests/study/pagestates.py) and writes docs/screens/<viewport>-<state>.png; then the two
-questions of a study with named classes (a 3-class RGB set), as docs/screens/<viewport>-classes-*.png.
+questions of a study with named classes (a 3-class RGB set), as docs/screens/<viewport>-classes-*.png,
+and the label question of a study of twenty classes (24×32 images), docs/screens/<viewport>-twenty-label.png.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pagestates import STATES, VIEWPORTS, Walk, create_studies, fill, new_page, 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from study.config import parse_config  # noqa: E402
 from study.db import db  # noqa: E402
-from studyhelp import BASE_CONFIG, SHAPE_WORDS, SHAPES, app_with_study, study_server  # noqa: E402
+from studyhelp import BASE_CONFIG, SHAPE_WORDS, SHAPES, app_with_study, study_server, write_twenty  # noqa: E402
 
 OUT = REPO / "docs" / "screens"
 
@@ -47,6 +48,16 @@ def class_states(page: Page, base: str, viewport: str) -> None:
         page.locator(f"#{'label' if index == 0 else 'rate'}-buttons button").nth(1).click()
 
 
+def twenty_label(page: Page, base: str, viewport: str) -> None:
+    """The twenty-class study's first question (it has no practice), with a class number typed."""
+    page.goto(f"{base}/study/twenty?participant=screens-{viewport}")
+    page.click("text=I agree to take part")
+    page.click("form button[type=submit]")
+    wait_ready(page, 0)
+    page.keyboard.type("12")
+    page.screenshot(path=OUT / f"{viewport}-twenty-label.png", animations="disabled", caret="hide")
+
+
 def main() -> int:
     if not Path(CHROMIUM).exists():
         print(f"error: {CHROMIUM} not found; run `make system-deps` first", file=sys.stderr)
@@ -54,7 +65,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="screens-") as tmp, sync_playwright() as pw:
         url = f"sqlite:///{tmp}/study.sqlite"
-        create_studies(url, write_stimulus_set(Path(tmp) / "stimuli"))
+        create_studies(url, write_stimulus_set(Path(tmp) / "stimuli"), write_twenty(Path(tmp) / "twenty"))
         create_class_study(url, Path(tmp) / "shapes")
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         with study_server(url, None, None) as (base, _proc):
@@ -70,8 +81,11 @@ def main() -> int:
                 page = new_page(browser, viewport)
                 class_states(page, base, viewport)
                 page.context.close()
+                page = new_page(browser, viewport)
+                twenty_label(page, base, viewport)
+                page.context.close()
         browser.close()
-    print(f"wrote {(len(STATES) + len(CLASS_STATES)) * len(VIEWPORTS)} screenshots to {OUT.relative_to(REPO)}/")
+    print(f"wrote {(len(STATES) + len(CLASS_STATES) + 1) * len(VIEWPORTS)} screenshots to {OUT.relative_to(REPO)}/")
     return 0
 
 

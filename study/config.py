@@ -20,6 +20,8 @@ from study.models import CONDITIONS, TASKS
 PANELS = ("prolific", "mturk", "link")
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_study.toml")
+# image_scaling's values, each a CSS image-rendering (study.css: .stimulus-frame.<value>).
+IMAGE_SCALINGS = ("pixelated", "smooth")
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # The numbers the consent, instruction and preview texts may name, filled in from the study's plan
@@ -141,6 +143,9 @@ class StudyConfig:
     # to its last answer, is screened out (0 = never). Bots marked by the researcher are exempt.
     min_seconds_per_answer: float = 0.5
     keep_panel_ids_days: int = 90  # raw panel ids are for payment; purge-panel-ids drops older ones
+    # How the page scales images up to the frame: "pixelated" (no smoothing: every pixel of a
+    # perturbation shows) or "smooth" (the browser's smoothing filter, for photographs).
+    image_scaling: str = "pixelated"
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,7 +154,7 @@ class StudyConfig:
 _TOP = {"id", "title", "seconds_per_answer", "target_participants", "trials_per_participant", "conditions", "tasks",
         "catch_rate", "practice_trials", "break_every", "lease_minutes", "overfill_places", "screen_out_after_catch_failures",
         "seed", "texts", "label", "rate", "completion", "panels", "payment", "admission", "min_seconds_per_answer",
-        "keep_panel_ids_days"}
+        "keep_panel_ids_days", "image_scaling"}
 
 
 def _text_problems(texts: dict[str, Any]) -> list[str]:
@@ -287,9 +292,14 @@ def parse_config(raw: dict[str, Any], where: str = "study config") -> StudyConfi
     if not isinstance(question, str) or not any(name in question for name in TARGET_PLACEHOLDERS):
         problems.append("rate.question must contain {class} (or {digit}), where the target class is shown")
 
+    scaling = raw.get("image_scaling", StudyConfig.image_scaling)
+    if scaling not in IMAGE_SCALINGS:
+        problems.append(f"image_scaling must be one of {', '.join(IMAGE_SCALINGS)}, not {scaling!r}")
+
     if problems:
         raise ConfigError(where, problems)
     given = {k: v for k, v in ints.items() if v is not None}
+    given["image_scaling"] = scaling
     if catch_rate is not None:
         given["catch_rate"] = float(catch_rate)
     if lease is not None:

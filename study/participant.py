@@ -274,6 +274,8 @@ def trial_data(session: ParticipantSession, config: StudyConfig, answered: list[
         # The answer buttons' names by label; a digit study's are "0" … "9" (study.models.Study).
         "classes": names,
         "digits": session.study.is_digits,
+        # One key per class runs out after ten: with more, a class number is typed and Enter answers.
+        "typed_keys": len(names) > 10,
         "image_alt": "A handwritten digit" if session.study.is_digits else "The image to answer about",
         "rating": {"question": config.rating.question, "min": config.rating.min, "max": config.rating.max,
                    "anchors": config.rating.anchors},

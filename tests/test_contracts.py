@@ -40,7 +40,31 @@ def test_manifest_labels_must_name_one_of_its_classes():
     doc["dataset"]["classes"] = doc["dataset"]["classes"][:8]
     with pytest.raises(contracts.ContractError) as info:
         contracts.validate_manifest(doc)
-    assert info.value.problems == [f"stimuli/{i}: target_label 8 has no class name (dataset.classes lists 8)" for i in range(3)]
+    named = [f"stimuli/{i}: {key} 8 has no class name (dataset.classes lists 8)"
+             for i, keys in enumerate([("target_label", "prediction/label"), ("target_label", "prediction/label"), ("target_label",), ()])
+             for key in (*keys, "transfer/normal-s0")]
+    assert info.value.problems == named
+
+
+def test_schema_1_1_takes_more_than_ten_classes_and_1_0_stays_digits():
+    doc = json.loads((EXAMPLES / "manifest.valid.json").read_text())
+    doc["dataset"]["classes"] = [f"class {k}" for k in range(12)]
+    doc["stimuli"][0]["target_label"] = doc["stimuli"][0]["prediction"]["label"] = 11
+    with pytest.raises(contracts.ContractError) as info:  # a 1.0 manifest numbers the digits' ten at most
+        contracts.validate_manifest(doc)
+    assert info.value.problems == ["dataset/classes: schema 1.0 numbers at most 10 classes, not 12 (more need schema_version 1.1)"]
+    doc["schema_version"] = "1.1"
+    contracts.validate_manifest(doc)
+    assert contracts.class_count(doc) == 12
+    del doc["dataset"]["classes"]  # no names: the digits, in any version
+    with pytest.raises(contracts.ContractError, match="target_label 11 is not a digit 0-9 \\(a set without dataset.classes\\)"):
+        contracts.validate_manifest(doc)
+    doc["dataset"]["classes"] = [f"class {k}" for k in range(101)]
+    with pytest.raises(contracts.ContractError, match="dataset/classes: .* is too long"):
+        contracts.validate_manifest(doc)
+    doc["schema_version"] = "2.0"
+    with pytest.raises(contracts.ContractError, match="schema_version: '2.0' is not one of"):
+        contracts.validate_manifest(doc)
 
 
 def _write_set(directory: Path) -> dict:

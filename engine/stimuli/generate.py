@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+import contracts
 from contracts.settings import parse_sets, read_toml
 from engine import __version__, checkpoints, config, executor, stimulus_attacks, zoo
 from engine.config import ConfigError
@@ -26,9 +27,6 @@ from engine.data import Dataset, load_dataset
 from engine.models import predict
 from engine.stimuli.design import DEFAULT_DESIGN, DESIGN_FILE, NAMED_DESIGNS, SECTION, Design, build_design, named_layer
 from engine.stimuli.write import contact_sheet, norms, png_bytes, summary, to_uint8, write
-
-
-MAX_CLASSES = 10  # the manifest's labels (contracts: $defs.digit) and the participant page's answer buttons
 
 
 def select_images(y: torch.Tensor, correct: torch.Tensor, design: Design,
@@ -112,9 +110,9 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
     models: {condition: (model, meta)} with meta as the zoo's sidecar (id, condition, architecture,
     hyperparameters, checkpoint_sha256, clean_accuracy, ...); it must cover design.conditions.
     """
-    if len(dataset.classes) > MAX_CLASSES:  # refused before any attack runs, not by the contract check at the end
-        raise ConfigError(f"data set {dataset.name} has {len(dataset.classes)} classes; a stimulus set holds at most {MAX_CLASSES} "
-                          "(manifest schema v1 labels are 0-9)")
+    if len(dataset.classes) > contracts.MAX_CLASSES:  # refused before any attack runs, not by the contract check at the end
+        raise ConfigError(f"data set {dataset.name} has {len(dataset.classes)} classes; a stimulus set holds at most "
+                          f"{contracts.MAX_CLASSES} (manifest schema {contracts.MANIFEST_VERSION} labels are 0-{contracts.MAX_CLASSES - 1})")
     missing = [c for c in design.conditions if c not in models]
     if missing:
         raise ConfigError(f"no model for condition(s) {', '.join(missing)}")
@@ -188,7 +186,7 @@ def build(models: dict[str, tuple[nn.Module, dict]], dataset: Dataset, design: D
                              "norms": norms(images8[k], images8[k]), "prediction": None}, seen, k)
 
     manifest = {
-        "schema_version": "1.0",
+        "schema_version": contracts.MANIFEST_VERSION,
         "created_at": created_at or creation_time(),
         "engine": {"version": __version__, "git_commit": _git_commit()},
         "config": {**design.model_dump(), **(extra_config or {})},

@@ -55,24 +55,25 @@ def read_png(path: Path) -> torch.Tensor:
 def contact_sheet(rows: dict[str, torch.Tensor], headers: list[str]) -> Image.Image:
     """Rows = conditions, columns = the same (source, target) items, wrapped in bands of SHEET_COLUMNS."""
     first = next(iter(rows.values()))[0]
-    size = max(first.shape[-2:])
-    zoom = max(SHEET_ZOOM, 56 // size)  # small images (8×8, 32×32) drawn larger, digits at 2×
-    cell, margin, header = size * zoom + 2, 90, 14
+    height, width = first.shape[-2:]
+    zoom = max(SHEET_ZOOM, 56 // max(height, width))  # small images (8×8, 32×32) drawn larger, digits at 2×
+    # Tiles keep the images' own shape (a 24×32 image is a 24×32 block of zoomed pixels), not a square.
+    cell_w, cell_h, margin, header = width * zoom + 2, height * zoom + 2, 90, 14
     bands = [range(s, min(s + SHEET_COLUMNS, len(headers))) for s in range(0, len(headers), SHEET_COLUMNS)]
-    band_height = header + cell * len(rows) + 6
+    band_height = header + cell_h * len(rows) + 6
     mode = "RGB" if first.shape[0] == 3 else "L"
-    sheet = Image.new(mode, (margin + cell * min(SHEET_COLUMNS, len(headers)), band_height * len(bands)), "white")
+    sheet = Image.new(mode, (margin + cell_w * min(SHEET_COLUMNS, len(headers)), band_height * len(bands)), "white")
     draw = ImageDraw.Draw(sheet)
     for b, columns in enumerate(bands):
         top = b * band_height
         for j, col in enumerate(columns):
-            draw.text((margin + j * cell + 4, top + 1), headers[col], fill="black")
+            draw.text((margin + j * cell_w + 4, top + 1), headers[col], fill="black")
         for i, (name, images) in enumerate(rows.items()):
-            y = top + header + i * cell
-            draw.text((4, y + cell // 3), name, fill="black")
+            y = top + header + i * cell_h
+            draw.text((4, y + cell_h // 3), name, fill="black")
             for j, col in enumerate(columns):
-                tile = _pil(images[col]).resize((cell - 2, cell - 2), Image.NEAREST)
-                sheet.paste(tile, (margin + j * cell, y))
+                tile = _pil(images[col]).resize((cell_w - 2, cell_h - 2), Image.NEAREST)
+                sheet.paste(tile, (margin + j * cell_w, y))
     return sheet
 
 

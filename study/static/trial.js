@@ -27,6 +27,8 @@ let current = null; // the trial on screen
 let onset = null; // performance.now() time the current question reached the screen
 let accepting = false;
 let refocus = false; // the answer came from a focused button: focus the next question
+let typed = ""; // the class number being typed (data.typed_keys: more than ten classes), answered by Enter
+const typedDigits = String(data.classes.length - 1).length; // no class number is longer
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const saveOutbox = () => localStorage.setItem(OUTBOX_KEY, JSON.stringify([...outbox]));
@@ -103,9 +105,11 @@ async function preload(urls) {
       img.src = url;
       img.alt = data.image_alt;
       img.id = "stimulus";
-      img.width = img.height = 280;
       try {
         await img.decode(); // decoded before its trial, so showing it costs no decode time
+        // Its own proportions, for the square frame to letterbox (study.css), not stretch.
+        [img.width, img.height] = [img.naturalWidth, img.naturalHeight];
+        img.className = img.naturalHeight > img.naturalWidth ? "tall" : "wide";
         images.set(url, img);
         $("loading").textContent = `Loading the images… ${++done} of ${urls.length}`;
         return;
@@ -175,9 +179,8 @@ function show(trial) {
     // Tab starts from the question, just before the new buttons.
     if (refocus) $("question").focus({ preventScroll: true });
     refocus = false;
-    $("hint").textContent = rating
-      ? `Press a key from ${data.rating.min} to ${data.rating.max}, or choose a point on the scale.`
-      : `Press a key from 0 to ${data.classes.length - 1}, or choose a button.`;
+    typed = "";
+    showHint();
     const number = imageNumber(trial) + 1;
     // The bar and the words count the same thing: this block's images (practice, then main).
     const [first, count] = block ? [0, practiceImages] : [practiceImages, totalImages - practiceImages];
@@ -195,6 +198,25 @@ function show(trial) {
       Object.assign($("trial").dataset, { index: trial.i, task: trial.task, ready: "true" });
     });
   });
+}
+
+function showHint() {
+  const last = data.classes.length - 1;
+  for (const button of $("label-buttons").querySelectorAll("button")) {
+    button.classList.toggle("typed", typed !== "" && Number(button.dataset.value) === Number(typed)); // "05" marks 5
+  }
+  if (current.task === "rate") {
+    $("hint").textContent = `Press a key from ${data.rating.min} to ${data.rating.max}, or choose a point on the scale.`;
+  } else if (!data.typed_keys) {
+    $("hint").textContent = `Press a key from 0 to ${last}, or choose a button.`;
+  } else if (!typed) {
+    $("hint").textContent = `Type a class number from 0 to ${last} and press Enter, or choose a button.`;
+  } else {
+    const value = Number(typed);
+    $("hint").textContent = value <= last
+      ? `You typed ${typed} (${data.classes[value]}): press Enter to answer, Backspace to change it.`
+      : `You typed ${typed}: there is no class ${typed} (0 to ${last}); press Backspace to change it.`;
+  }
 }
 
 // `task` is the task of the control that answered (a key answers whatever is asked): an answer
@@ -280,8 +302,34 @@ async function finish() {
 
 // --- input -----------------------------------------------------------------------------------
 
+// More than ten classes: digits build the class number on screen, Backspace edits it, Enter answers
+// with it (a number no class has answers nothing). Enter with nothing typed is the focused button's.
+function typeKey(event) {
+  if (!accepting) return; // answered (practice feedback, the next question not yet painted): keys wait too
+  if (/^[0-9]$/.test(event.key)) {
+    if (typed.length < typedDigits) typed += event.key;
+  } else if (event.key === "Backspace" && typed) {
+    typed = typed.slice(0, -1);
+  } else if (event.key === "Enter" && typed) {
+    const value = Number(typed);
+    if (onScale("label", value)) {
+      typed = "";
+      respond("label", value, event.timeStamp);
+    }
+  } else {
+    return;
+  }
+  event.preventDefault();
+  if (current) showHint();
+}
+
 addEventListener("keydown", (event) => {
-  if (event.repeat || event.ctrlKey || event.metaKey || event.altKey || !current || !/^[0-9]$/.test(event.key)) return;
+  if (event.ctrlKey || event.metaKey || event.altKey || !current) return;
+  if (data.typed_keys && current.task === "label") {
+    if (!event.repeat || event.key === "Backspace") typeKey(event);
+    return;
+  }
+  if (event.repeat || !/^[0-9]$/.test(event.key)) return;
   const value = Number(event.key);
   if (!onScale(current.task, value)) return;
   event.preventDefault();

@@ -5,17 +5,19 @@ import csv
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
-from engine import checkpoints
-from engine.data import load_dataset
+from engine import checkpoints, cli
+from engine.ensemble import EnsembleSettings, autoattack
+from engine.data import from_arrays, load_dataset
 from benchmarks.bench_fidelity import fidelity_checks, paper_claims
 from engine.evaluate import (EPS_GRID, PGD_EPS, aggregate, robustness_counts, t_interval, wilson,
                              write_report)
 from engine.explain import input_gradients, one_per_class, plot_grid
 from engine.models import CNN
-from engine.models import accuracy
+from engine.models import accuracy, predict
 
 
 def test_wilson_interval_matches_the_formula_reference():
@@ -122,3 +124,50 @@ def test_checkpoint_from_another_dataset_is_refused(tiny_zoo, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "trained on another data set" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def three_classes():
+    """Two small CNNs on 90 RGB 8×8 images of three colours: a data set of K = 3 classes."""
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    x = rng.integers(0, 100, (90, 3, 8, 8))
+    x[np.arange(90), y] += 155  # class k: channel k bright
+    ds = from_arrays("colours", "colours.npz", x.astype(np.uint8), y, ("red", "green", "blue"))
+    models = {}
+    for seed, name in enumerate(["normal", "gradreg"]):
+        torch.manual_seed(seed)
+        model = CNN(4, 4, 16, classes=3, input_shape=(3, 8, 8))
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        for _ in range(30):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(ds.train.x), ds.train.y).backward()
+            opt.step()
+        models[name] = model.eval()
+    return ds, models
+
+
+def test_grid_ensemble_targets_and_maps_use_the_data_sets_classes(three_classes, tmp_path):
+    """K = 3: TGSM aims at (y + 1) mod 3 (mod 10 would name classes the models lack), the ensemble's nine
+    targets shrink to the two other classes (its DLR loss has no fourth logit), and the maps' columns
+    are the classes by name."""
+    ds, models = three_classes
+    x, y = ds.test.x, ds.test.y
+    assert accuracy(models["normal"], x, y) > 0.9
+    rows = aggregate([robustness_counts(models, x, y, pgd_steps=3, pgd_eps=[0.3], progress=False, classes=3)], len(y))
+    at = {(r["source"], r["evaluated"], r["attack"], r["eps"]): r["accuracy"] for r in rows}
+    assert at[("normal", "normal", "tgsm", 0.7)] < at[("-", "normal", "clean", 0.0)]
+    result = autoattack(models["normal"], x, y, 0.5, EnsembleSettings(apgd_steps=3, fab_steps=3, square_queries=10))
+    assert result.robust.sum() < (predict(models["normal"], x)[0] == y).sum()
+    idx = one_per_class(ds.test.y, classes=3)
+    assert ds.test.y[idx].tolist() == [0, 1, 2]
+    plot_grid(models, ds.test.x[idx], tmp_path / "maps.png", list(ds.classes))
+    assert (tmp_path / "maps.png").stat().st_size > 1000
+
+
+def test_the_ensemble_refuses_two_classes_in_one_line(tmp_path, capsys):
+    x = np.random.default_rng(0).integers(0, 255, (30, 4, 4)).astype(np.uint8)
+    np.savez(tmp_path / "two.npz", x=x, y=np.arange(30) % 2)
+    assert cli.main(["evaluate", "--dataset", str(tmp_path / "two.npz"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the AutoAttack ensemble needs at least 3 classes" in err and "--no-ensemble" in err, err

@@ -26,6 +26,9 @@ def tiny(width=4, classes=3):
     return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
                          nn.Linear(4 * width, classes))
 
+def linear(classes, pixels):
+    return nn.Sequential(nn.Flatten(), nn.Linear(pixels, classes))
+
 def not_a_network():
     return 42
 '''
@@ -120,10 +123,38 @@ def test_an_rgb_three_class_stimulus_set_is_written_verified_and_names_its_class
     assert stimuli.verify(out, {m["id"]: models["normal"][0] for m in manifest["models"]}, dataset) == []
 
 
+def test_twelve_classes_of_non_square_images_make_a_schema_1_1_set(tmp_path, factory):
+    """More classes than digits, 6 rows × 8 columns: labels up to 11 in the manifest (schema 1.1)
+    and contact-sheet tiles of the images' own shape."""
+    rng = np.random.default_rng(0)
+    y = np.arange(144) % 12
+    x = rng.uniform(0, 0.3, (144, 6, 8))
+    x[np.arange(144), y // 2, (y % 2) * 4] = 1.0  # class k: one bright pixel of its own
+    path = tmp_path / "twelve.npz"
+    np.savez(path, x=x.astype(np.float32), y=y, classes=np.array([f"c{k}" for k in range(12)]))
+    dataset = load_dataset(str(path))
+    cfg = make_config("demo", {"dataset": str(path), "architecture": f"{factory}:linear", "epochs": 8, "batch_size": 8, "lr": 0.05,
+                               "model.kwargs": {"classes": 12, "pixels": 48}})
+    models = zoo.load_zoo(["normal"], cfg, cache_dir=tmp_path / "zoo", dataset=dataset, progress=False, jobs=1)
+    design = stimuli.load_design(overrides={"dataset": str(path), "sources_per_class": 1, "practice": 1, "catch": 1,
+                                            "conditions": ["normal"], "target_rule": "next", "step": 0.05})
+    manifest, files, sheet = stimuli.build(models, dataset, design, seed=0, progress=False)
+    stimuli.write(tmp_path / "set", manifest, files, sheet)
+    manifest = contracts.load_stimulus_set(tmp_path / "set")
+    assert manifest["schema_version"] == "1.1" and len(manifest["dataset"]["classes"]) == 12
+    attacked = [s for s in manifest["stimuli"] if s["condition"] == "normal"]
+    assert {(s["true_label"], s["target_label"]) for s in attacked} == {(k, (k + 1) % 12) for k in range(12)}
+    assert read_png(tmp_path / "set" / attacked[0]["file"]).shape == (1, 6, 8)
+    zoom = 56 // 8  # the sheet draws small images 7× (contact_sheet): tiles 42 px tall, 56 px wide, in 12 columns
+    assert sheet.size == (90 + 12 * (8 * zoom + 2), 14 + 2 * (6 * zoom + 2) + 6)
+    assert stimuli.verify(tmp_path / "set", {m["id"]: models["normal"][0] for m in manifest["models"]}, dataset) == []
+
+
 def test_a_data_set_of_more_classes_than_the_manifest_holds_is_refused_before_any_attack():
-    images, labels = np.zeros((36, 1, 4, 4), np.uint8), np.arange(36) % 12
-    dataset = from_arrays("twelve", "twelve.npz", images, labels, tuple("abcdefghijkl"))
-    with pytest.raises(ConfigError, match="twelve has 12 classes; a stimulus set holds at most 10"):
+    images, labels = np.zeros((303, 1, 4, 4), np.uint8), np.arange(303) % 101
+    dataset = from_arrays("many", "many.npz", images, labels, tuple(f"c{k}" for k in range(101)))
+    with pytest.raises(ConfigError, match="many has 101 classes; a stimulus set holds at most 100 "
+                                          "\\(manifest schema 1.1 labels are 0-99\\)"):
         stimuli.build({}, dataset, stimuli.load_design(), seed=0, progress=False)
 
 

@@ -17,7 +17,7 @@ from study.config import DEFAULT_CONFIG, load_config, parse_config
 from study.db import db
 from study.testing.driver import Participant
 from study.studies import create_study
-from studyhelp import BASE_CONFIG, app_with_study
+from studyhelp import BASE_CONFIG, SHAPE_WORDS, app_with_study
 
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
@@ -68,10 +68,11 @@ class Walk:
             self.posted.append(request.post_data_json)
 
 
-def create_studies(database_url: str, stimset: Path) -> None:
+def create_studies(database_url: str, stimset: Path, twenty: Path) -> None:
     """The walked study ("walk": 2 practice images, 4 main ones, a break after the 2nd), one that
-    will be full ("full", see `fill`) and one for clicking through ("clicks": 10 images, so 10
-    label and 10 rating questions)."""
+    will be full ("full", see `fill`), one for clicking through ("clicks": 10 images, so 10
+    label and 10 rating questions) and one of `twenty` classes (studyhelp.write_twenty) without
+    practice, its images smoothed ("twenty")."""
     default = load_config(DEFAULT_CONFIG)  # its words and scale, so the screenshots show the real pages
     words = {"title": default.title, "texts": asdict(default.texts), "rate": asdict(default.rating),
              "label": {"question": default.label_question}}
@@ -81,6 +82,8 @@ def create_studies(database_url: str, stimset: Path) -> None:
         create_study(parse_config({**BASE_CONFIG, "id": "full", "target_participants": 1}), stimset)
         create_study(parse_config({**BASE_CONFIG, "id": "clicks", "trials_per_participant": 6,
                                    "target_participants": 100}), stimset)
+        create_study(parse_config({**BASE_CONFIG, **SHAPE_WORDS, "id": "twenty", "title": "Picture study (test)",
+                                   "target_participants": 100, "practice_trials": 0, "image_scaling": "smooth"}), twenty)
         db.engine.dispose()  # the server must not share this process's connections
 
 

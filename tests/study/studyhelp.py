@@ -55,6 +55,22 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_stimulus_set(tmp_path_factory.mktemp("shapes"), sources=6, classes=SHAPES, rgb=True)
 
 
+# More classes than keys 0-9 (names as in CIFAR-100): the page's buttons shrink to fit, numbers are typed.
+TWENTY = ("apple", "aquarium fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+          "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle")
+TALL = (32, 24)  # (height, width) of the twenty-class set's images: taller than wide, so letterboxed
+
+
+def write_twenty(directory: Path) -> Path:
+    """A 20-class grayscale set of 24-wide × 32-tall images: 20 sources × normal/gradreg/clean, 3 practice, 4 catch."""
+    return write_stimulus_set(directory, sources=20, classes=TWENTY, size=TALL)
+
+
+@pytest.fixture(scope="session")
+def twenty(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_twenty(tmp_path_factory.mktemp("twenty"))
+
+
 def app_with_study(database_url: str, config: StudyConfig, stimset: Path) -> Flask:
     """Migrate a database and create one study in it, in-process (what `flask init-db` and
     `flask create-study` do, without two interpreter start-ups)."""

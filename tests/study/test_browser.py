@@ -155,6 +155,7 @@ def test_a_class_study_offers_its_names_and_stores_the_label_chosen(server, page
     # The RGB image is drawn in colour: some pixel of it on screen is not grey.
     red, green, _blue = Image.open(io.BytesIO(page.locator("#stimulus").screenshot())).convert("RGB").split()
     assert ImageChops.difference(red, green).getbbox() is not None
+    assert page.locator("#stimulus").evaluate("img => getComputedStyle(img).imageRendering") == "pixelated"  # the default
     assert serious_violations(page) == []
     page.get_by_role("button", name="square").click()
     page.wait_for_selector("#feedback:not(:empty)")

@@ -15,7 +15,7 @@ from study.db import db
 from study.export import Selection, export_all
 from study.models import Study
 from study.testing.driver import Participant
-from studyhelp import SHAPE_WORDS, SHAPES, shapes, write_config  # noqa: F401  (fixtures)
+from studyhelp import SHAPE_WORDS, SHAPES, shapes, twenty, write_config  # noqa: F401  (fixtures)
 
 
 def test_a_class_study_keeps_its_names_and_takes_only_their_answers(tmp_path, shapes):
@@ -58,3 +58,28 @@ def test_a_class_study_keeps_its_names_and_takes_only_their_answers(tmp_path, sh
     # The participants answered at random, catch trials included: none is excluded for those here.
     assert report([str(tmp_path / "export" / "responses.csv"), "--out", str(tmp_path / "report"), "--max-catch-failed", "99"]) == 0
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_twenty_classes_go_through_the_server_and_the_export(tmp_path, twenty):
+    """Class numbers above 9: taken up to K - 1, refused at K, and exported within the contract."""
+    url = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "SECRET_KEY": "test-secret"})
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["init-db"]).exit_code == 0
+    config = write_config(tmp_path / "s.toml", target_participants=4, trials_per_participant=6, **SHAPE_WORDS)
+    created = runner.invoke(args=["create-study", str(config), "--stimuli", str(twenty)])
+    assert created.exit_code == 0, created.output
+    client = app.test_client()
+    person = Participant("http://test", "test-study", {"participant": "p"}, client=client, seed=1)
+    person.start()
+    labels = [t["i"] for t in person.data["trials"] if t["task"] == "label"]
+    assert person.data["typed_keys"] and len(person.data["classes"]) == 20
+    for index in range(len(person.data["trials"])):
+        if index == labels[0]:
+            refused = person.answer(index, response=20)
+            assert refused.status == 422 and refused.json()["error"] == "a label answer must be a class number from 0 to 19"
+        person.answer(index, response=19 if index == labels[0] else None)
+    with app.app_context():
+        export_all(tmp_path / "export", Selection())
+    frame = contracts.validate_responses_frame(pd.read_csv(tmp_path / "export" / "responses.csv"))
+    assert 19 in set(frame["response_label"].dropna()) and set(frame["true_label"]) <= set(range(20))

@@ -4,6 +4,9 @@ For every page state (pagestates.STATES), the controls a person can reach (visib
 on top at their centre: document.elementFromPoint) are exactly the state's intended ones, none
 overlaps another, and nothing scrolls sideways; clicking where a hidden control would be posts
 no answer. And clicking through a session, every stored answer is the one its question asked.
+With twenty classes of non-square images, every class's button fits beside the image, the image
+keeps its shape in the square frame, and by keyboard a class number is typed, shown, edited and
+sent with Enter.
 """
 from __future__ import annotations
 
@@ -12,10 +15,10 @@ import re
 import pytest
 from sqlalchemy import create_engine
 
-from pagestates import (EXPECTED, STATES, TASK_STATES, Walk, create_studies, enter_on_focused, fill, new_page,
+from pagestates import (ANSWER_LABEL, EXPECTED, STATES, TASK_STATES, Walk, create_studies, enter_on_focused, fill, new_page,
                         wait_ready, walk)
-from studyhelp import stimset, study_server  # noqa: F401  (fixtures)
-from test_browser import session_rows
+from studyhelp import TALL, TWENTY, stimset, study_server, twenty  # noqa: F401  (fixtures)
+from test_browser import SENT, serious_violations, session_rows
 
 pytestmark = pytest.mark.browser
 
@@ -76,10 +79,10 @@ PHANTOM_JS = """(expected) => {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, stimset):
+def server(tmp_path_factory, stimset, twenty):
     """One server for the module, with the studies pagestates walks and clicks through."""
     url = f"sqlite:///{tmp_path_factory.mktemp('geometry') / 'study.sqlite'}"
-    create_studies(url, stimset)
+    create_studies(url, stimset, twenty)
     with study_server(url, None, None) as (base, _):
         fill(base)
         yield base, create_engine(url)
@@ -183,4 +186,74 @@ def test_tab_and_enter_reach_only_the_question_on_screen(server, browser):
     page.keyboard.press("Enter")
     wait_ready(page, 2)
     assert [(p["trial_index"], p["response"]) for p in seen.posted] == [(0, answer), (1, 1)]
+    page.context.close()
+
+
+# The drawn image and its frame, in CSS pixels, and how the image is scaled.
+IMAGE_JS = """() => {
+  const img = document.getElementById('stimulus'), frame = img.parentElement.getBoundingClientRect(), box = img.getBoundingClientRect();
+  return { image: [box.left, box.top, box.width, box.height], frame: [frame.left, frame.top, frame.width, frame.height],
+           rendering: getComputedStyle(img).imageRendering, natural: [img.naturalHeight, img.naturalWidth] };
+}"""
+
+
+def start_twenty(page, base: str, participant: str, seen: Walk) -> None:
+    page.on("request", seen.record)
+    page.goto(f"{base}/study/twenty?participant={participant}")
+    page.click("button[value=agree]")
+    page.wait_for_selector("h1:text('Instructions')")
+    page.click("form button[type=submit]")
+    wait_ready(page, 0)
+
+
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+def test_twenty_class_buttons_fit_beside_a_letterboxed_image(server, browser, viewport):
+    base, _engine = server
+    page = new_page(browser, viewport)
+    start_twenty(page, base, f"fit-{viewport}", Walk())
+    found = page.evaluate(REACHABLE_JS, [ANSWER_LABEL, True])
+    problems = {k: found[k] for k in ("missing", "overlaps", "small", "offscreen", "sideways") if found[k]}
+    assert not problems and sorted(found["reachable"]) == sorted(found["wanted"]), found
+    assert page.locator("#label-buttons button .class-name").all_inner_texts() == list(TWENTY)
+    drawn = page.evaluate(IMAGE_JS)
+    (left, top, width, height), (fleft, ftop, fwidth, fheight) = drawn["image"], drawn["frame"]
+    assert drawn["natural"] == list(TALL) and drawn["rendering"] == "auto"  # the study's image_scaling is "smooth"
+    assert abs(fwidth - fheight) < 0.5 and abs(height - fheight) < 0.5  # the frame is square; the tall image spans its height
+    assert abs(width / height - TALL[1] / TALL[0]) < 0.01, drawn  # 3:4, not stretched to the square
+    assert abs((left - fleft) - (fleft + fwidth - left - width)) < 1, drawn  # centred: equal bars either side
+    assert serious_violations(page) == []
+    page.context.close()
+
+
+def test_a_class_number_is_typed_shown_edited_and_sent_with_enter(server, browser):
+    base, engine = server
+    page = new_page(browser, "desktop")
+    seen = Walk()
+    start_twenty(page, base, "typist", seen)
+    hint = page.locator("#hint")
+    assert hint.inner_text() == "Type a class number from 0 to 19 and press Enter, or choose a button."
+    page.keyboard.type("25")
+    assert hint.inner_text() == "You typed 25: there is no class 25 (0 to 19); press Backspace to change it."
+    page.keyboard.press("Enter")  # no class 25: nothing is answered
+    page.keyboard.press("Backspace")
+    page.keyboard.type("1")
+    assert hint.inner_text() == "You typed 21: there is no class 21 (0 to 19); press Backspace to change it."
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Backspace")
+    page.keyboard.type("124")  # two digits at most: the 4 is dropped
+    assert hint.inner_text() == "You typed 12 (bridge): press Enter to answer, Backspace to change it."
+    assert page.locator("#label-buttons button.typed").all_inner_texts() == ["12bridge"]  # the typed class's button is marked
+    assert seen.posted == []
+    page.keyboard.press("Enter")
+    assert wait_ready(page, 1) == "rate"
+    page.keyboard.press("3")  # a rating is still one key
+    wait_ready(page, 2)
+    page.keyboard.type("07")  # a leading zero is the same number; a one-digit number needs its Enter too
+    assert page.locator("#label-buttons button.typed").all_inner_texts() == ["7beetle"]
+    page.keyboard.press("Enter")
+    wait_ready(page, 3)
+    assert [(p["trial_index"], p["response"]) for p in seen.posted] == [(0, 12), (1, 3), (2, 7)]
+    page.wait_for_function(SENT)
+    stored = [(r["task"], r["response_label"] if r["task"] == "label" else r["response_rating"]) for r in session_rows(engine, page)]
+    assert stored == [("label", 12), ("rate", 3), ("label", 7)]
     page.context.close()

@@ -57,7 +57,9 @@ def test_create_study_reports_user_mistakes_in_one_short_message(cli, stimset, t
 
 def test_default_config_parses():
     config = load_config(Path(__import__("study").__file__).with_name("default_study.toml"))
-    assert config.rating.anchors["3"] == "Somewhat" and config.tasks == ("label", "rate")
+    assert config.rating.anchors["3"] == "Somewhat" and config.tasks == ("label", "rate") and config.image_scaling == "pixelated"
+    with pytest.raises(ConfigError, match="image_scaling must be one of pixelated, smooth, not 'bilinear'"):
+        parse_config({**BASE_CONFIG, "image_scaling": "bilinear"})
     with pytest.raises(ConfigError, match="rate.question must contain"):
         parse_config({**BASE_CONFIG, "rate": {"question": "How real?"}})
 
