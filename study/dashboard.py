@@ -136,7 +136,7 @@ def _list_fill(study: Study, sessions: list[dict]) -> list[dict[str, Any]]:
 
 def _condition_means(answers) -> list[dict[str, Any]]:
     """Per condition (main block, catch images left out): the share of labels naming the true
-    digit and the mean rating, each with a 95% interval that treats answers as independent (a
+    class and the mean rating, each with a 95% interval that treats answers as independent (a
     live look, not the analysis: that models participants and images)."""
     rating = answers.c.response_rating
     correct = case((answers.c.response_label == Stimulus.true_label, 1), else_=0)
@@ -217,7 +217,7 @@ def summary_charts(study: Study, p: dict[str, Any]) -> dict[str, Markup]:
         "accuracy": charts.intervals(
             [charts.Interval(r["condition"], r.get("accuracy"), r.get("accuracy_low"), r.get("accuracy_high"),
                              f"{r['accuracy']:.0%} (n={r['labels']})" if r.get("accuracy") is not None else "") for r in means],
-            "Share of labels naming the true digit per condition: " + ", ".join(
+            "Share of labels naming the true class per condition: " + ", ".join(
                 f"{r['condition']} {r['accuracy']:.0%} ({r['accuracy_low']:.0%} to {r['accuracy_high']:.0%})"
                 for r in means if r.get("accuracy") is not None), 0, 1),
         "rating": charts.intervals(
