@@ -1,0 +1,107 @@
+"""docs/own-model-and-data.md, end to end at tiny sizes: the commands it gives, run from a folder
+outside the checkout, on its shapes (docs/examples/make_shapes.py) and its network defined outside
+the packages (docs/examples/nets.py).
+
+Data → engine data / train (two regimes) / generate-stimuli → create-study → server and bots →
+export → report. The engine commands run in this process (their argv as the page gives them, one
+torch import instead of four); the study and the report run as the page's own command lines.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import tomli_w
+
+from conftest import REPO, VENV_BIN, free_port, stop_group, wait_for_http
+from engine import cli
+from study import create_app
+from study.testing.driver import Participant
+
+EXAMPLES = REPO / "docs" / "examples"
+CLASSES = ["circle", "square", "triangle"]
+BOTS = 6
+# The page's options at small sizes: 40 images per class (not 150), batch size 16, 2 sources per class (not 6).
+ARCH = ["--set", f"architecture={EXAMPLES / 'nets.py'}:small_cnn", "--set", "epochs=15", "--set", "batch_size=16",
+        "--set", "model.mean=[0.3]", "--set", "model.std=[0.3]"]
+
+
+def run(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path) -> str:
+    done = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{argv}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def shapes_config(path: Path) -> Path:
+    """The page's shapes.toml: the default study with its own id, 2 practice images and the two questions about shapes."""
+    config = tomllib.loads((REPO / "study" / "default_study.toml").read_text())
+    config.update(id="shapes-demo", title="Shapes study", practice_trials=2, target_participants=BOTS)
+    config["label"]["question"] = "Which of these is it?"
+    config["rate"]["question"] = "How much does this look like a genuine {class}?"
+    path.write_text(tomli_w.dumps(config))
+    return path
+
+
+def test_the_worked_example_runs_end_to_end_from_outside_the_checkout(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # out/ and runs/models/ land here, as in a user's own folder
+    run(sys.executable, EXAMPLES / "make_shapes.py", "out/shapes", "--per-class", "40", cwd=tmp_path)
+
+    assert cli.main(["data", "--dataset", "out/shapes"]) == 0
+    assert "classes circle, square, triangle" in capsys.readouterr().out
+    for condition in ("normal", "gradreg"):
+        assert cli.main(["train", "--condition", condition, "--dataset", "out/shapes", *ARCH]) == 0
+    trained = sorted(p.name for p in (tmp_path / "runs" / "models").glob("*.pt"))
+    assert len(trained) == 2
+    train_sets = [s for a, s in zip(ARCH[::2], ARCH[1::2]) for s in ("--set", "train." + s)]
+    assert cli.main(["generate-stimuli", "--out", "out/shapes-stimuli", "--quiet", "--set", "dataset=out/shapes",
+                     "--set", 'conditions=["normal","gradreg"]', "--set", "sources_per_class=2", "--set", "practice=2",
+                     "--set", "catch=3", "--set", "step=0.02", *train_sets]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs" / "models").glob("*.pt")) == trained  # the models came from the cache
+    manifest = json.loads((tmp_path / "out" / "shapes-stimuli" / "manifest.json").read_text())
+    assert manifest["dataset"]["classes"] == CLASSES
+    assert {s["condition"] for s in manifest["stimuli"]} >= {"normal", "gradreg", "clean"}
+
+    env = {**os.environ, "STUDY_DATABASE_URL": f"sqlite:///{tmp_path / 'study.sqlite'}", "STUDY_SECRET_KEY": "worked-example"}
+    flask = VENV_BIN / "flask"
+    run(flask, "--app", "study", "init-db", env=env, cwd=tmp_path)
+    created = run(flask, "--app", "study", "create-study", shapes_config(tmp_path / "shapes.toml"), "--stimuli", "out/shapes-stimuli",
+                  env=env, cwd=tmp_path)
+    assert "study 'shapes-demo' created: 3 lists" in created and "(normal, gradreg, clean)" in created, created
+    port = free_port()
+    server = subprocess.Popen([flask, "--app", "study", "run", "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/healthz", proc=server)
+        bots = run(flask, "--app", "study", "simulate", "--url", url, "-n", str(BOTS), "--accuracy", "normal=0.5",
+                   "--accuracy", "gradreg=0.8", "--rating-by-l2", "1.5", "0.2", env=env, cwd=tmp_path)
+        assert f"{BOTS} bots: {BOTS} finished, 0 stranded" in bots, bots
+        page = Participant(url, "shapes-demo", {"participant": "look"}, seed=0)
+        page.start()
+        assert page.data["classes"] == CLASSES and not page.data["digits"]  # the page offers the shapes by name
+    finally:
+        stop_group(server, timeout=30)
+
+    run(flask, "--app", "study", "export", "--out", "out/shapes-export", "--include-bots", env=env, cwd=tmp_path)
+    dictionary = pd.read_csv(tmp_path / "out" / "shapes-export" / "data_dictionary.csv")
+    assert dictionary["type"].str.endswith("class numbers: 0 = circle, 1 = square, 2 = triangle").sum() == 3
+    (tmp_path / "out" / "bots.toml").write_text("[exclusions]\ndrop_bots = false\n")
+    report = run(sys.executable, REPO / "analysis" / "report.py", "out/shapes-export/responses.csv", "--out", "out/shapes-report",
+                 "--config", "out/bots.toml", "--manifest", "out/shapes-stimuli/manifest.json", "--bootstrap", "50", cwd=tmp_path)
+    assert f"from {BOTS} participants" in report, report
+    counts = pd.read_csv(tmp_path / "out" / "shapes-report" / "answer_counts.csv")
+    assert set(counts["condition"]) >= {"normal", "gradreg", "clean"} and counts["answers"].sum() > 0
+    assert "<table" in (tmp_path / "out" / "shapes-report" / "report.html").read_text()
+
+
+def test_create_study_on_a_database_without_its_tables_says_to_run_init_db(tmp_path):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'fresh.sqlite'}", "TESTING": True, "SECRET_KEY": "x"})
+    result = app.test_cli_runner().invoke(args=["create-study", str(shapes_config(tmp_path / "s.toml")), "--stimuli", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [f"Error: the database sqlite:///{tmp_path / 'fresh.sqlite'} has no study tables; "
+                                                  "run `flask --app study init-db` first"]
