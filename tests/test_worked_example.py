@@ -2,9 +2,10 @@
 outside the checkout, on its shapes (docs/examples/make_shapes.py) and its network defined outside
 the packages (docs/examples/nets.py).
 
-Data → engine data / train (two regimes) / generate-stimuli → create-study → server and bots →
-export → report. The engine commands run in this process (their argv as the page gives them, one
-torch import instead of four); the study and the report run as the page's own command lines.
+Data → engine data / train (two regimes) / generate-stimuli → init-db, create-study → server and
+bots → export → report. The data script and the server run as their own processes; the engine,
+flask and report commands run in this process with the argv the page gives them (one interpreter
+start instead of ten: about 6 CPU s less).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import tomli_w
 
+from analysis.report import main as report
 from conftest import REPO, VENV_BIN, free_port, stop_group, wait_for_http
 from engine import cli
 from study import create_app
@@ -31,10 +33,11 @@ ARCH = ["--set", f"architecture={EXAMPLES / 'nets.py'}:small_cnn", "--set", "epo
         "--set", "model.mean=[0.3]", "--set", "model.std=[0.3]"]
 
 
-def run(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path) -> str:
-    done = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"{argv}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
-    return done.stdout
+def flask(*argv: str | Path) -> str:
+    """`flask --app study ARGV`, in this process, on the database the environment names."""
+    result = create_app().test_cli_runner().invoke(args=[str(a) for a in argv])
+    assert result.exit_code == 0, f"{argv}:\n{result.output[-2000:]}"
+    return result.output
 
 
 def shapes_config(path: Path) -> Path:
@@ -49,7 +52,7 @@ def shapes_config(path: Path) -> Path:
 
 def test_the_worked_example_runs_end_to_end_from_outside_the_checkout(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # out/ and runs/models/ land here, as in a user's own folder
-    run(sys.executable, EXAMPLES / "make_shapes.py", "out/shapes", "--per-class", "40", cwd=tmp_path)
+    subprocess.run([sys.executable, EXAMPLES / "make_shapes.py", "out/shapes", "--per-class", "40"], check=True, capture_output=True)
 
     assert cli.main(["data", "--dataset", "out/shapes"]) == 0
     assert "classes circle, square, triangle" in capsys.readouterr().out
@@ -66,20 +69,20 @@ def test_the_worked_example_runs_end_to_end_from_outside_the_checkout(tmp_path, 
     assert manifest["dataset"]["classes"] == CLASSES
     assert {s["condition"] for s in manifest["stimuli"]} >= {"normal", "gradreg", "clean"}
 
-    env = {**os.environ, "STUDY_DATABASE_URL": f"sqlite:///{tmp_path / 'study.sqlite'}", "STUDY_SECRET_KEY": "worked-example"}
-    flask = VENV_BIN / "flask"
-    run(flask, "--app", "study", "init-db", env=env, cwd=tmp_path)
-    created = run(flask, "--app", "study", "create-study", shapes_config(tmp_path / "shapes.toml"), "--stimuli", "out/shapes-stimuli",
-                  env=env, cwd=tmp_path)
+    env = {"STUDY_DATABASE_URL": f"sqlite:///{tmp_path / 'study.sqlite'}", "STUDY_SECRET_KEY": "worked-example"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    flask("init-db")
+    created = flask("create-study", shapes_config(tmp_path / "shapes.toml"), "--stimuli", "out/shapes-stimuli")
     assert "study 'shapes-demo' created: 3 lists" in created and "(normal, gradreg, clean)" in created, created
     port = free_port()
-    server = subprocess.Popen([flask, "--app", "study", "run", "--port", str(port)], cwd=tmp_path, env=env,
+    server = subprocess.Popen([VENV_BIN / "flask", "--app", "study", "run", "--port", str(port)], cwd=tmp_path, env=os.environ.copy(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(url + "/healthz", proc=server)
-        bots = run(flask, "--app", "study", "simulate", "--url", url, "-n", str(BOTS), "--accuracy", "normal=0.5",
-                   "--accuracy", "gradreg=0.8", "--rating-by-l2", "1.5", "0.2", env=env, cwd=tmp_path)
+        bots = flask("simulate", "--url", url, "-n", BOTS, "--accuracy", "normal=0.5", "--accuracy", "gradreg=0.8",
+                     "--rating-by-l2", "1.5", "0.2")
         assert f"{BOTS} bots: {BOTS} finished, 0 stranded" in bots, bots
         page = Participant(url, "shapes-demo", {"participant": "look"}, seed=0)
         page.start()
@@ -87,13 +90,14 @@ def test_the_worked_example_runs_end_to_end_from_outside_the_checkout(tmp_path, 
     finally:
         stop_group(server, timeout=30)
 
-    run(flask, "--app", "study", "export", "--out", "out/shapes-export", "--include-bots", env=env, cwd=tmp_path)
+    flask("export", "--out", "out/shapes-export", "--include-bots")
     dictionary = pd.read_csv(tmp_path / "out" / "shapes-export" / "data_dictionary.csv")
     assert dictionary["type"].str.endswith("class numbers: 0 = circle, 1 = square, 2 = triangle").sum() == 3
     (tmp_path / "out" / "bots.toml").write_text("[exclusions]\ndrop_bots = false\n")
-    report = run(sys.executable, REPO / "analysis" / "report.py", "out/shapes-export/responses.csv", "--out", "out/shapes-report",
-                 "--config", "out/bots.toml", "--manifest", "out/shapes-stimuli/manifest.json", "--bootstrap", "50", cwd=tmp_path)
-    assert f"from {BOTS} participants" in report, report
+    capsys.readouterr()
+    assert report(["out/shapes-export/responses.csv", "--out", "out/shapes-report", "--config", "out/bots.toml",
+                   "--manifest", "out/shapes-stimuli/manifest.json", "--bootstrap", "50"]) == 0
+    assert f"from {BOTS} participants" in capsys.readouterr().out
     counts = pd.read_csv(tmp_path / "out" / "shapes-report" / "answer_counts.csv")
     assert set(counts["condition"]) >= {"normal", "gradreg", "clean"} and counts["answers"].sum() > 0
     assert "<table" in (tmp_path / "out" / "shapes-report" / "report.html").read_text()
