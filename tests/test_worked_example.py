@@ -109,3 +109,18 @@ def test_create_study_on_a_database_without_its_tables_says_to_run_init_db(tmp_p
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines() == [f"Error: the database sqlite:///{tmp_path / 'fresh.sqlite'} has no study tables; "
                                                   "run `flask --app study init-db` first"]
+
+
+def test_more_shapes_leave_the_first_three_classes_as_they_were(tmp_path):
+    def make(out: Path, *more: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, EXAMPLES / "make_shapes.py", out, "--per-class", "3", *more], capture_output=True, text=True)
+
+    assert make(tmp_path / "three").returncode == 0 and make(tmp_path / "ten", "--classes", "10").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "ten").iterdir()) == sorted(
+        ["circle", "square", "triangle", "diamond", "ring", "plus", "cross", "bar", "column", "frame"])
+    for shape in CLASSES:
+        for image in (tmp_path / "three" / shape).iterdir():
+            assert image.read_bytes() == (tmp_path / "ten" / shape / image.name).read_bytes()
+    refused = make(tmp_path / "eleven", "--classes", "11")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("make_shapes.py: error: argument --classes")
+    assert not (tmp_path / "eleven").exists()
