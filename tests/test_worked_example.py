@@ -28,8 +28,9 @@ from study.testing.driver import Participant
 EXAMPLES = REPO / "docs" / "examples"
 CLASSES = ["circle", "square", "triangle"]
 BOTS = 6
-# The page's options at small sizes: 40 images per class (not 150), batch size 16, 2 sources per class (not 6).
-ARCH = ["--set", f"architecture={EXAMPLES / 'nets.py'}:small_cnn", "--set", "epochs=15", "--set", "batch_size=16",
+# The page's options at small sizes: 40 images per class (not 150), 30 epochs of batches of 16 (about the
+# page's number of steps: clean test accuracy 100% and 92%, not 71% and 79% at 15 epochs), 2 sources per class (not 6).
+ARCH = ["--set", f"architecture={EXAMPLES / 'nets.py'}:small_cnn", "--set", "epochs=30", "--set", "batch_size=16",
         "--set", "model.mean=[0.3]", "--set", "model.std=[0.3]"]
 
 
