@@ -123,7 +123,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
             in_ball = ((adv - x[idx]).flatten(1).abs().amax(1) <= eps + BALL_TOLERANCE) & (adv >= LOW).flatten(1).all(1) \
                 & (adv <= HIGH).flatten(1).all(1)
             checked = hit & in_ball
-            checked[checked.clone()] = counted(adv[checked]).argmax(1) != y[idx[checked]]
+            if checked.any():  # never an empty batch: some networks cannot take one (MONAI's ResNet views it as (0, -1))
+                checked[checked.clone()] = counted(adv[checked]).argmax(1) != y[idx[checked]]
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         for i in idx[checked].tolist():
             broken_by[i] = name

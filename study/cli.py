@@ -21,7 +21,7 @@ import click
 import flask_migrate
 from flask import Flask
 from flask.cli import with_appcontext
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from contracts import ContractError
 from study.config import ConfigError, config_from_dict, load_config
@@ -78,6 +78,9 @@ def init_db() -> None:
 @click.option("--owner", default=None, help="Researcher who owns the study on the dashboard (see also `grant`).")
 def create_study_command(config: Path, stimuli_dir: Path, owner: str | None) -> None:
     """Create a study from a TOML CONFIG and a stimulus set; the study opens at once."""
+    if not inspect(db.engine).has_table(Study.__tablename__):  # a fresh database: its first query would be a traceback
+        raise click.ClickException(f"the database {db.engine.url.render_as_string(hide_password=True)} has no study tables; "
+                                   "run `flask --app study init-db` first")
     try:
         study, design = create_study(load_config(config), stimuli_dir, owner)
     except (ConfigError, ContractError, DesignError, StudyExists, AccountError) as exc:

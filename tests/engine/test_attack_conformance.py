@@ -3,7 +3,9 @@
 torchattacks is a test-only peer installed with --no-deps (see the Makefile). Why each oracle is
 the one it is: docs/engine.md, "Attack oracles" (PGD against torchattacks.PGD, Ross's TGSM
 against BIM(eps=1) targeted, JSMA θ > 0 against torchattacks.JSMA; θ < 0 is checked by its
-invariants in tests/engine/test_attacks.py).
+invariants in tests/engine/test_attacks.py). The one-step attacks and PGD are checked on two
+networks: the tiny digit CNN and a ResNet from MONAI on the RGB shapes, as the engine builds it
+(its normalisation wrapper included).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from engine import attacks
-from tinycnn import digits, model  # noqa: F401  (fixture)
+from tinycnn import digits, model, shapes, trained_resnet  # noqa: F401  (fixture)
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -22,32 +24,41 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return x[:64], y[:64]
 
 
+@pytest.fixture(scope="module", params=["tiny-cnn", "monai-resnet"])
+def network(request, model, batch) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """(model, images, labels): the digit CNN on 64 test digits, or MONAI's ResNet on the 40 test shapes."""
+    if request.param == "tiny-cnn":
+        return model, *batch
+    test = shapes().test
+    return trained_resnet(), test.x, test.y
+
+
 def targeted(attack: "torchattacks.Attack") -> "torchattacks.Attack":
     attack.set_mode_targeted_by_label(quiet=True)
     return attack
 
 
-def test_fgsm_equals_torchattacks(model, batch):
-    x, y = batch
+def test_fgsm_equals_torchattacks(network):
+    model, x, y = network
     for eps in (0.1, 0.3):
         assert torch.equal(attacks.fgsm(model, x, y, eps), torchattacks.FGSM(model, eps=eps)(x, y))
 
 
-def test_single_step_tgsm_equals_torchattacks_targeted_fgsm(model, batch):
-    x, y = batch
+def test_single_step_tgsm_equals_torchattacks_targeted_fgsm(network):
+    model, x, y = network
     t = (y + 1) % 10
     assert torch.equal(attacks.tgsm(model, x, t, 0.2), targeted(torchattacks.FGSM(model, eps=0.2))(x, t))
 
 
-def test_pgd_without_random_start_equals_torchattacks(model, batch):
-    x, y = batch
+def test_pgd_without_random_start_equals_torchattacks(network):
+    model, x, y = network
     ours = attacks.pgd(model, x, y, eps=0.3, step=0.02, steps=20, random_start=False)
     theirs = torchattacks.PGD(model, eps=0.3, alpha=0.02, steps=20, random_start=False)(x, y)
     assert torch.equal(ours, theirs)
 
 
-def test_pgd_random_start_with_seed_equals_torchattacks_after_manual_seed(model, batch):
-    x, y = batch
+def test_pgd_random_start_with_seed_equals_torchattacks_after_manual_seed(network):
+    model, x, y = network
     ours = attacks.pgd(model, x, y, eps=0.3, step=0.05, steps=5, seed=7)
     torch.manual_seed(7)
     assert torch.equal(ours, torchattacks.PGD(model, eps=0.3, alpha=0.05, steps=5)(x, y))

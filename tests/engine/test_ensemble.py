@@ -137,3 +137,22 @@ def test_cascade_equals_torchattacks_autoattack_at_its_budgets(model):
 def test_full_settings_are_the_original_autoattack():
     s = EnsembleSettings()
     assert (s.apgd_steps, s.targets, s.fab_steps, s.square_queries) == (100, 9, 100, 5000)
+
+
+class NoEmptyBatch(torch.nn.Module):
+    """A network that cannot take an empty batch, as MONAI's ResNet (`x.view(x.size(0), -1)`)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert len(x), "an empty batch"
+        return self.model(x)
+
+
+def test_the_cascade_never_runs_a_network_on_an_empty_batch(model, batch):
+    # At ε = 0.001 no attack breaks an image: each one's checks are on no image at all.
+    x, y = batch
+    result = autoattack(NoEmptyBatch(model), x[:4], y[:4], 0.001, EnsembleSettings(apgd_steps=2, targets=1, fab_steps=2, square_queries=3))
+    assert result.robust.all() and [c.broken for c in result.costs] == [0, 0, 0, 0]

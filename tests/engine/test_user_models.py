@@ -1,8 +1,12 @@
 """A user's network: an import path to a factory or a TorchScript file, normalisation as a wrapper,
-trained by the zoo's regimes on RGB data, and weights trained elsewhere imported as a checkpoint."""
+trained by the zoo's regimes on RGB data, and weights trained elsewhere imported as a checkpoint;
+a ResNet from a maintained library (MONAI) through train and evaluate as docs/examples/resnet.toml names it."""
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ from engine.data import from_arrays, load_dataset
 from engine.import_model import import_model
 from engine.normalize import Normalized
 from engine.stimuli.write import read_png
+from tinycnn import EXAMPLES
 
 FACTORY = '''
 from torch import nn
@@ -158,8 +163,32 @@ def test_a_data_set_of_more_classes_than_the_manifest_holds_is_refused_before_an
         stimuli.build({}, dataset, stimuli.load_design(), seed=0, progress=False)
 
 
+def test_a_monai_resnet_trains_under_two_regimes_and_meets_fgsm_pgd_and_the_ensemble(tmp_path, capsys):
+    shapes, models = tmp_path / "shapes", tmp_path / "models"
+    subprocess.run([sys.executable, str(EXAMPLES / "make_shapes.py"), str(shapes), "--classes", "10", "--per-class", "6"], check=True)
+    # The example's config, with ResNet-10 at a quarter width, one epoch and 2 PGD steps instead of ResNet-18's real size.
+    small = ["--config", str(EXAMPLES / "resnet.toml"), "--set", "architecture=monai.networks.nets:resnet10",
+             "--set", "model.kwargs.widen_factor=0.25", "--set", "epochs=1", "--set", "pgd-adversarial.steps=2"]
+    for condition in ("normal", "pgd-adversarial"):
+        assert cli.main(["train", "--condition", condition, "--dataset", str(shapes), *small, "--out", str(models)]) == 0
+    sidecars = [json.loads(p.read_text()) for p in sorted(models.glob("*.json"))]
+    assert [(m["condition"], m["config"]["architecture"], m["config"]["model"]["kwargs"]["spatial_dims"]) for m in sidecars] == [
+        ("normal", "monai.networks.nets:resnet10", 2), ("pgd-adversarial", "monai.networks.nets:resnet10", 2)]
+    assert sidecars[1]["config"]["pgd-adversarial"] == {"eps": 0.05, "step": 0.02, "steps": 2}
+
+    assert cli.main(["evaluate", "--checkpoints", *map(str, sorted(models.glob("*.pt"))), "--dataset", str(shapes), "--limit", "10",
+                     "--pgd-eps", "0.05", "--out", str(tmp_path / "evaluate")]) == 0
+    with open(tmp_path / "evaluate" / "robustness.csv") as fh:
+        rows = {(r["evaluated"], r["attack"]) for r in csv.DictReader(fh) if r["source"] in (r["evaluated"], "-")}
+    for condition in ("normal", "pgd-adversarial"):
+        assert {(condition, a) for a in ("clean", "fgsm", "pgd", "apgd-ce", "ensemble")} <= rows
+    assert "White-box AutoAttack ensemble" in (tmp_path / "evaluate" / "summary.md").read_text()
+
+
 @pytest.mark.parametrize("case, message", [
     ("no_module", "importing no_such_pkg.models failed (ModuleNotFoundError"),
+    ("library_typo", "'monai.networks.nets:resnet99': monai.networks.nets has no resnet99"),
+    ("library_3d", "the network does not take 3×8×8 images"),
     ("no_function", "has no missing"),
     ("not_module", "returned a int, not a torch.nn.Module"),
     ("bad_kwargs", "calling it with {'depth': 3} failed"),
@@ -171,8 +200,11 @@ def test_a_data_set_of_more_classes_than_the_manifest_holds_is_refused_before_an
 ])
 def test_bad_networks_give_one_line_errors(tmp_path, capsys, rgb, factory, case, message):
     arch = {"no_module": "no_such_pkg.models:net", "no_function": f"{factory}:missing", "not_module": f"{factory}:not_a_network",
-            "not_script": str(rgb)}.get(case, f"{factory}:tiny")
+            "not_script": str(rgb), "library_typo": "monai.networks.nets:resnet99",
+            "library_3d": "monai.networks.nets:resnet10"}.get(case, f"{factory}:tiny")
     sets = {"bad_kwargs": ["model.kwargs={depth = 3}"], "classes": ["model.kwargs={classes = 5}"],
+            # MONAI's networks are 3-D unless given spatial_dims = 2
+            "library_3d": ["model.kwargs={n_input_channels = 3, num_classes = 3}"],
             "mean_std": ["model.mean=[0.5, 0.5]", "model.std=[0.2]"]}.get(case, [])
     command = ["train", "--condition", "normal"]
     if case.startswith("weights"):

@@ -1,14 +1,24 @@
-"""A tiny BatchNorm CNN, briefly trained on embedded digits: fast, deterministic attack fixtures."""
+"""Fast, deterministic attack fixtures: a tiny BatchNorm CNN briefly trained on embedded digits, and
+a small ResNet from MONAI (a maintained library) briefly trained on the worked example's RGB shapes."""
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.data import load_dataset
+from engine import architectures, imports
+from engine.data import Dataset, from_arrays, load_dataset
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+# MONAI's ResNet-10 at a quarter of its width (0.3 M parameters), 2-D, as docs/examples/resnet.toml names ResNet-18.
+RESNET = "monai.networks.nets:resnet10"
+RESNET_OPTIONS = architectures.ModelOptions(kwargs={"spatial_dims": 2, "n_input_channels": 3, "num_classes": 10, "widen_factor": 0.25},
+                                            mean=[0.3], std=[0.3])
 
 
 def tiny_cnn(seed: int = 0) -> nn.Module:
@@ -27,11 +37,8 @@ def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return ds.train.x, ds.train.y, ds.test.x, ds.test.y
 
 
-@cache
-def trained_tiny_cnn(seed: int = 0, steps: int = 60) -> nn.Module:
-    """Trained for `steps` Adam steps of 64 digits (~1 s): confident enough that attacks mean something."""
-    model = tiny_cnn(seed)
-    x, y, _, _ = digits()
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, steps: int = 60) -> nn.Module:
+    """`steps` Adam steps on random batches of 64 of (x, y); the model comes back in eval mode."""
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
@@ -43,7 +50,32 @@ def trained_tiny_cnn(seed: int = 0, steps: int = 60) -> nn.Module:
     return model.eval()
 
 
+@cache
+def trained_tiny_cnn(seed: int = 0, steps: int = 60) -> nn.Module:
+    """Trained for `steps` Adam steps of 64 digits (~1 s): confident enough that attacks mean something."""
+    x, y, _, _ = digits()
+    return fit(tiny_cnn(seed), x, y, seed, steps)
+
+
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     """The trained tiny CNN, as a fixture (import it into a test module to use it)."""
     return trained_tiny_cnn()
+
+
+@cache
+def shapes(per_class: int = 20) -> Dataset:
+    """Ten classes of docs/examples/make_shapes.py's 16×16 RGB shapes, drawn in memory from its seed."""
+    draw = imports.resolve(f"{EXAMPLES / 'make_shapes.py'}:draw")[0]
+    names = imports.resolve(f"{EXAMPLES / 'make_shapes.py'}:SHAPES")[0]
+    rng = np.random.default_rng(0)
+    images = np.stack([np.asarray(draw(name, rng)) for name in names for _ in range(per_class)]).transpose(0, 3, 1, 2)
+    return from_arrays("shapes10", "make_shapes.py", images, np.repeat(np.arange(len(names)), per_class), tuple(names))
+
+
+@cache
+def trained_resnet(seed: int = 0, steps: int = 30) -> nn.Module:
+    """MONAI's small ResNet as the engine builds it (normalisation wrapped in), `steps` Adam steps on the shapes."""
+    ds = shapes()
+    torch.manual_seed(seed)
+    return fit(architectures.build(RESNET, RESNET_OPTIONS, ds.train.x.shape[1:], len(ds.classes)), ds.train.x, ds.train.y, seed, steps)
