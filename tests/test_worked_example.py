@@ -61,6 +61,11 @@ def test_the_worked_example_runs_end_to_end_from_outside_the_checkout(tmp_path, 
         assert cli.main(["train", "--condition", condition, "--dataset", "out/shapes", *ARCH]) == 0
     trained = sorted(p.name for p in (tmp_path / "runs" / "models").glob("*.pt"))
     assert len(trained) == 2
+    assert cli.main(["evaluate", "--conditions", "normal,gradreg", "--dataset", "out/shapes", *ARCH, "--limit", "12",
+                     "--pgd-eps", "0.1", "--no-ensemble", "--out", "out/shapes-eval"]) == 0  # the ensemble at K = 3: test_evaluate.py
+    robustness = pd.read_csv(tmp_path / "out" / "shapes-eval" / "robustness.csv")
+    assert {"fgsm", "tgsm", "pgd"} <= set(robustness["attack"])
+    assert set(robustness["evaluated"]) >= {"normal", "gradreg"}
     train_sets = [s for a, s in zip(ARCH[::2], ARCH[1::2]) for s in ("--set", "train." + s)]
     assert cli.main(["generate-stimuli", "--out", "out/shapes-stimuli", "--quiet", "--set", "dataset=out/shapes",
                      "--set", 'conditions=["normal","gradreg"]', "--set", "sources_per_class=2", "--set", "practice=2",
