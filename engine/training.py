@@ -5,8 +5,9 @@ module each.
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -49,9 +50,33 @@ def fit_loss(model: nn.Module, loss_fn: BatchLoss, x: torch.Tensor, y: torch.Ten
     return history
 
 
+# On the CPU the float sums of a convolution's backward pass are split by the intra-op thread
+# count, so one seed gives other weights on 1 or 2 threads. Training always runs on TRAIN_THREADS
+# (the zoo's parallel workers use one each anyway): the same settings make the same checkpoint
+# bytes whether `engine train`, `evaluate`, `generate-stimuli` or a SLURM task trained them.
+TRAIN_THREADS = 1
+
+
+@contextlib.contextmanager
+def training_threads(device: torch.device) -> Iterator[None]:
+    """Run torch on TRAIN_THREADS intra-op threads inside the block (CPU only), as before after it."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(TRAIN_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(condition: str, cfg: TrainConfig, train_split: Split, seed: int = 0, progress: bool = True,
           classes: int = 10) -> tuple[nn.Module, dict]:
     """A freshly initialised model for `classes` classes trained under `condition`; returns it (eval mode) and training metrics."""
+    with training_threads(resolve_device(cfg.device)):
+        return _train(condition, cfg, train_split, seed, progress, classes)
+
+
+def _train(condition: str, cfg: TrainConfig, train_split: Split, seed: int, progress: bool, classes: int) -> tuple[nn.Module, dict]:
     regime = regimes.get(condition)
     params = cfg.params(condition)
     torch.manual_seed(seed)  # initial weights, dropout masks and any random attack starts
