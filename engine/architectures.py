@@ -13,7 +13,9 @@ pixels in [0, 1]. A built model remembers how it was built, so a regime can make
 from __future__ import annotations
 
 import hashlib
+import inspect
 import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -78,11 +80,30 @@ def check(spec: str) -> str:
 
 
 def fingerprint(spec: str) -> str | None:
-    """sha256 of the file that defines a user's architecture (so the cache retrains when it changes); None for built-ins."""
+    """sha256 of what defines a user's architecture, so the cache retrains when it changes; None for built-ins.
+    A file (TorchScript, or file.py:function): its bytes. An installed package's function: the file
+    that defines it (not the module that re-exports it) and the installed distribution's version."""
     if is_builtin(spec):
         return None
-    path = Path(spec) if Path(spec).is_file() else _factory(spec)[1]
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else None
+    if Path(spec).is_file():
+        return hashlib.sha256(Path(spec).read_bytes()).hexdigest()
+    factory, module_file = _factory(spec)
+    module = spec.split(":")[0]
+    if module.endswith(".py"):
+        return hashlib.sha256(module_file.read_bytes()).hexdigest() if module_file else None
+    try:
+        defining = Path(inspect.getsourcefile(factory) or module_file)
+    except TypeError:  # a builtin or C function: no source file
+        defining = module_file
+    digest = hashlib.sha256(defining.read_bytes() if defining and defining.is_file() else b"")
+    digest.update(" ".join(distribution_versions(module)).encode())
+    return digest.hexdigest()
+
+
+def distribution_versions(module: str) -> list[str]:
+    """`name==version` of the installed distributions that provide `module`'s top-level package (none for a bare folder on sys.path)."""
+    top = module.split(".")[0]
+    return sorted(f"{name}=={metadata.version(name)}" for name in metadata.packages_distributions().get(top, []))
 
 
 def _user_network(spec: str, kwargs: dict[str, Any]) -> nn.Module:

@@ -217,3 +217,20 @@ def test_bad_networks_give_one_line_errors(tmp_path, capsys, rgb, factory, case,
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert not list((tmp_path / "zoo").glob("*.pt")) if (tmp_path / "zoo").exists() else True
+
+
+def test_an_installed_packages_network_is_keyed_by_its_defining_file_and_version(tmp_path, monkeypatch):
+    """A package that re-exports its factory (as monai.networks.nets does): editing the file that
+    defines the network, or installing another version, gives another cache key."""
+    package = tmp_path / "mynets"
+    package.mkdir()
+    (package / "__init__.py").write_text("from mynets.convs import tiny\n")
+    (package / "convs.py").write_text("from torch import nn\n\ndef tiny(classes=10):\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = architectures.fingerprint("mynets:tiny")
+    (package / "convs.py").write_text((package / "convs.py").read_text() + "# a changed network\n")
+    assert architectures.fingerprint("mynets:tiny") != before
+    monai = architectures.fingerprint("monai.networks.nets:resnet18")
+    monkeypatch.setattr(architectures.metadata, "version", lambda name: "99.0")
+    assert architectures.distribution_versions("monai.networks.nets") == ["monai==99.0"]
+    assert architectures.fingerprint("monai.networks.nets:resnet18") != monai
