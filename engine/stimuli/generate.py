@@ -42,7 +42,7 @@ def select_images(y: torch.Tensor, correct: torch.Tensor, design: Design,
     for c in range(classes):
         pool = order[(correct & (y == c))[order]]
         if len(pool) < design.sources_per_class:
-            raise ConfigError(f"only {len(pool)} digits of class {c} in the {design.split} split are labelled correctly "
+            raise ConfigError(f"only {len(pool)} images of class {c} in the {design.split} split are labelled correctly "
                               f"by every model; lower sources_per_class (now {design.sources_per_class})")
         sources.append(pool[:design.sources_per_class])
     sources = torch.cat(sources)
