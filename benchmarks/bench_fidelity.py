@@ -140,7 +140,7 @@ def paper_claims(rows: list[dict], jsma: dict[str, dict] | None = None,
                        all(jsma["gradreg"]["accuracy"] > jsma[m]["accuracy"] for m in rivals),
                        ", ".join(f"{m} {pct(jsma[m])}" for m in ("gradreg", *rivals))))
     if stroke:
-        claims.append((f"gradreg's input gradients follow the strokes: a share of |∇ₓ Σ log p| on the ink ≥ "
+        claims.append((f"gradreg's input gradients follow the strokes: a share of the input gradient's magnitude (∇ₓ Σ log p) on the ink ≥ "
                        f"{100 * STROKE_MARGIN:.0f} points above each other model's",
                        all(stroke["gradreg"] >= stroke[m] + STROKE_MARGIN for m in OTHERS),
                        ", ".join(f"{m} {100 * stroke[m]:.0f}%" for m in ("gradreg", *OTHERS))))
