@@ -54,6 +54,9 @@ def test_the_toy_regime_is_swept_and_listed_in_help(toy, capsys):
     rows, chosen = sweep("toy-smooth", [0.01, 0.1], make_config(overrides=TINY), load_dataset(), cache_dir=models_dir,
                          max_drop=1.0, progress=False)
     assert [r["lambda"] for r in rows] == [0.01, 0.1] and chosen in rows
+    _, largest = sweep("toy-smooth", [0.01, 0.1], make_config(overrides=TINY), load_dataset(), cache_dir=models_dir,
+                       max_drop=1.0, progress=False, pick="largest")  # the same, cached models
+    assert largest["lambda"] == 0.1 and largest["eligible"]
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())  # argparse rewraps lines
