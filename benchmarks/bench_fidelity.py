@@ -243,13 +243,13 @@ def lambda_sweeps(grids: dict[str, str] = SWEEP_GRIDS, max_drop: float = MAX_DRO
         rows, best = sweep(condition, parse_grid(grid), cfg, dataset, cache_dir=Path("runs/models"), max_drop=max_drop,
                            pick=pick, progress=False)
         normal = rows[0]["val_clean"] + rows[0]["val_clean_drop"]
-        entries += [Entry(f"{condition} λ={r['lambda']:.4g}: validation clean / transfer-FGSM ε=0.3 accuracy",
+        entries += [Entry(f"{condition} λ={r['value']:.4g}: validation clean / transfer-FGSM ε=0.3 accuracy",
                           f"{100 * r['val_clean']:.1f}% / {100 * r['val_fgsm_transfer_eps0.3']:.1f}%",
                           f"normal {100 * normal:.1f}% clean", f"{-100 * r['val_clean_drop']:+.1f} points",
                           ("chosen" if r is best else "eligible") if r["eligible"] else f"clean drop > {100 * max_drop:g} points")
                     for r in rows]
-        chosen[condition] = best["lambda"]
-        default_rule.append(f"{condition} λ = {choose(rows, 0.02)['lambda']:.4g}")
+        chosen[condition] = best["value"]
+        default_rule.append(f"{condition} λ = {choose(rows, 0.02)['value']:.4g}")
     commands = "; ".join(f"engine sweep --condition {c} --grid={g} --max-drop {max_drop:g} --pick {pick}" for c, g in grids.items())
     write_section("λ sweep (validation split, demo preset)", entries, command=commands,
                   notes=f"Chosen ({pick} λ whose clean validation accuracy is within {100 * max_drop:g} points of the normal "

@@ -1,9 +1,13 @@
-"""`engine sweep`: choose a regime's strength (gradreg's λ, …) on the validation split.
+"""`engine sweep`: choose a regime's setting (gradreg's λ, TRADES' β, …) on the validation split.
 
-A regime opts in by naming the field to tune (`Regime.sweep_field`). Each value on a log grid trains a model; it is scored by its accuracy on FGSM examples made against
-a normal model (the paper's criterion, transfer), among the λ whose clean validation accuracy is
-at most `max_drop` below the normal model's; `pick="largest"` takes the largest such λ instead (the
-strongest penalty the clean-accuracy budget allows). Test images are never looked at.
+A regime names the field swept by default (`Regime.sweep_field`); `--field` sweeps any other
+field of its table. Each value (a log grid, or a list) trains a model, scored on the validation
+split by one of SCORES: accuracy on FGSM examples made against a normal model (the paper's
+criterion for gradient regularization, transfer), or accuracy under white-box PGD-40 (the
+criterion of the adversarial-training papers). Among the values whose clean validation accuracy
+is at most `max_drop` below the normal model's, `pick="most-robust"` takes the best score and
+`pick="largest"` the largest value (the strongest setting the clean-accuracy budget allows).
+Test images are never looked at.
 """
 from __future__ import annotations
 
@@ -13,19 +17,38 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from engine import executor, regimes
-from engine.attacks import fgsm
+from engine.attacks import fgsm, pgd
 from engine.config import ConfigError, TrainConfig, add_config_args, config_from_args, with_overrides
 from engine.data import Dataset, load_dataset
 from engine.models import accuracy
 from engine.zoo import CACHE_DIR, add_models_dir_arg, train_or_load_config
 
+SCORES = ("transfer-fgsm", "white-box-pgd")
+PGD_STEPS = 40
+
 
 def tunable() -> dict[str, str]:
-    """Regimes `engine sweep` can tune, and the dotted key of the field it tunes."""
+    """Regimes `engine sweep` tunes by default, and the dotted key of the field it tunes."""
     return {n: f"{n}.{regimes.get(n).sweep_field}" for n in regimes.names() if regimes.get(n).sweep_field}
+
+
+def swept_key(condition: str, field: str | None = None) -> str:
+    """The dotted key a sweep of `condition` tunes: `field` of its table, else the regime's own choice."""
+    regime = regimes.get(condition)
+    field = field or regime.sweep_field
+    if field is None:
+        raise ConfigError(f"{condition} names no field to sweep; pass --field (one of {', '.join(fields(condition)) or 'none'})")
+    if field not in fields(condition):
+        raise ConfigError(f"{condition} has no field {field!r}; its fields: {', '.join(fields(condition)) or 'none'}")
+    return f"{condition}.{field}"
+
+
+def fields(condition: str) -> list[str]:
+    return [f.alias or key for key, f in regimes.get(condition).params.model_fields.items()]
 
 
 def parse_grid(spec: str) -> list[float]:
@@ -39,6 +62,24 @@ def parse_grid(spec: str) -> list[float]:
     return [float(10 ** e) for e in np.arange(lo, hi + step / 2, step)]
 
 
+def parse_values(spec: str) -> list[float]:
+    """`V1,V2,…`, e.g. `0.3,0.35,0.4`."""
+    try:
+        values = [float(v) for v in spec.split(",")]
+    except ValueError:
+        raise ConfigError(f"--values expects numbers separated by commas, e.g. 1,2,4; got {spec!r}") from None
+    if len(set(values)) != len(values):
+        raise ConfigError(f"--values {spec!r} repeats a value")
+    return values
+
+
+def score_column(score: str, eps: float) -> str:
+    """The row's column that `score` fills."""
+    if score not in SCORES:
+        raise ConfigError(f"--score is one of {', '.join(SCORES)}, not {score!r}")
+    return f"val_fgsm_transfer_eps{eps}" if score == "transfer-fgsm" else f"val_pgd{PGD_STEPS}_eps{eps}"
+
+
 PICKS = ("most-robust", "largest")
 
 
@@ -50,51 +91,66 @@ def eligible(row: dict, max_drop: float) -> bool:
 
 def check_rule(max_drop: float, pick: str) -> None:
     """A one-line error for a selection rule that cannot be meant (checked before any training)."""
-    if not 0 <= max_drop <= 1:  # a fraction: 3 meaning "3 points" would make every λ eligible
+    if not 0 <= max_drop <= 1:  # a fraction: 3 meaning "3 points" would make every value eligible
         raise ConfigError(f"--max-drop is a fraction of accuracy between 0 and 1 (0.03 = 3 points), got {max_drop:g}")
     if pick not in PICKS:
         raise ConfigError(f"--pick is one of {', '.join(PICKS)}, not {pick!r}")
 
 
-def choose(rows: list[dict], max_drop: float, pick: str = "most-robust", eps: float = 0.3) -> dict:
-    """The chosen row among the eligible ones: the most transfer-robust (the paper's criterion) or the largest λ."""
+def choose(rows: list[dict], max_drop: float, pick: str = "most-robust", column: str = "val_fgsm_transfer_eps0.3") -> dict:
+    """The chosen row among the eligible ones: the best `column` (most robust) or the largest value."""
     check_rule(max_drop, pick)
     candidates = [r for r in rows if eligible(r, max_drop)]
     if not candidates:
-        raise ConfigError(f"no λ kept clean validation accuracy within {100 * max_drop:g} points of the normal model's; try smaller λ")
-    return max(candidates, key=lambda r: r["lambda"] if pick == "largest" else r[f"val_fgsm_transfer_eps{eps}"])
+        raise ConfigError(f"no value kept clean validation accuracy within {100 * max_drop:g} points of the normal model's; "
+                          "try weaker settings")
+    return max(candidates, key=lambda r: r["value"] if pick == "largest" else r[column])
 
 
-def sweep(condition: str, lambdas: list[float], cfg: TrainConfig, dataset: Dataset, preset: str = "demo", seed: int = 0,
+def robust_accuracy(model: torch.nn.Module, score: str, x: torch.Tensor, y: torch.Tensor, eps: float,
+                    transferred: torch.Tensor, seed: int) -> float:
+    """`score` of one swept model on the validation images (`transferred`: the normal model's FGSM examples)."""
+    if score == "transfer-fgsm":
+        return accuracy(model, transferred, y)
+    return accuracy(model, pgd(model, x, y, eps, 2.5 * eps / PGD_STEPS, PGD_STEPS, seed=seed), y)
+
+
+def sweep(condition: str, values: list[float], cfg: TrainConfig, dataset: Dataset, preset: str = "demo", seed: int = 0,
           eps: float = 0.3, max_drop: float = 0.02, cache_dir: Path = CACHE_DIR, progress: bool = True,
-          cluster: executor.SlurmExecutor | None = None, pick: str = "most-robust") -> tuple[list[dict], dict]:
-    """One row per λ (validation clean and transfer-FGSM accuracy, clean drop below the normal model) and the
+          cluster: executor.SlurmExecutor | None = None, pick: str = "most-robust", field: str | None = None,
+          score: str | None = None) -> tuple[list[dict], dict]:
+    """One row per value (validation clean and robust accuracy, clean drop below the normal model) and the
     chosen row; with `cluster`, the missing models are trained first as one job array."""
-    fields = tunable()
-    if condition not in fields:
-        raise ConfigError(f"sweep tunes {', '.join(fields)}, not {condition!r}")
+    key = swept_key(condition, field)
+    score = score or regimes.get(condition).sweep_score
+    column = score_column(score, eps)
     check_rule(max_drop, pick)
-    grid = [with_overrides(cfg, {fields[condition]: lam}) for lam in lambdas]
+    grid = [with_overrides(cfg, {key: v}) for v in values]
     if cluster is not None:
         cluster.train([("normal", cfg), *((condition, c) for c in grid)], preset, seed, cache_dir, dataset, progress)
     val = dataset.val
     normal, _ = train_or_load_config("normal", cfg, preset, seed, cache_dir, dataset, progress)
-    x_adv = fgsm(normal, val.x, val.y, eps)
+    transferred = fgsm(normal, val.x, val.y, eps) if score == "transfer-fgsm" else val.x
     normal_clean = accuracy(normal, val.x, val.y)
     rows = []
-    for lam, lam_cfg in tqdm(list(zip(lambdas, grid)), desc=f"sweep {condition}", unit="λ", disable=not progress):
-        model, meta = train_or_load_config(condition, lam_cfg, preset, seed, cache_dir, dataset, progress)
+    for value, value_cfg in tqdm(list(zip(values, grid)), desc=f"sweep {key}", unit="value", disable=not progress):
+        model, meta = train_or_load_config(condition, value_cfg, preset, seed, cache_dir, dataset, progress)
         clean = accuracy(model, val.x, val.y)
-        row = {"lambda": lam, "val_clean": clean, f"val_fgsm_transfer_eps{eps}": accuracy(model, x_adv, val.y),
-               "val_clean_drop": normal_clean - clean}
+        row = {"field": key, "value": value, "val_clean": clean,
+               column: robust_accuracy(model, score, val.x, val.y, eps, transferred, seed), "val_clean_drop": normal_clean - clean}
         rows.append({**row, "eligible": eligible(row, max_drop), "train_seconds": meta.get("train_seconds")})
-    return rows, choose(rows, max_drop, pick, eps)
+    return rows, choose(rows, max_drop, pick, column)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
-    rows, chosen = sweep(args.condition, parse_grid(args.grid), cfg, load_dataset(cfg.dataset), args.preset, args.seed,
-                         args.eps, args.max_drop, args.models_dir, cluster=executor.from_args(args), pick=args.pick)
+    key = swept_key(args.condition, args.field)
+    score = args.score or regimes.get(args.condition).sweep_score
+    score_column(score, args.eps)  # refused before any training
+    values = parse_values(args.values) if args.values else parse_grid(args.grid)
+    rows, chosen = sweep(args.condition, values, cfg, load_dataset(cfg.dataset), args.preset, args.seed,
+                         args.eps, args.max_drop, args.models_dir, cluster=executor.from_args(args), pick=args.pick,
+                         field=args.field, score=score)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / f"sweep-{args.condition}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -102,25 +158,31 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         writer.writerows(rows)
     (args.out / f"sweep-{args.condition}.json").write_text(json.dumps({"condition": args.condition, "chosen": chosen,
                                                                        "max_drop": args.max_drop, "pick": args.pick,
-                                                                       "eps": args.eps}, indent=2) + "\n")
+                                                                       "score": score, "eps": args.eps}, indent=2) + "\n")
     for r in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
-    print(f"chosen {tunable()[args.condition]} = {chosen['lambda']:.4g}  (written to {args.out}/sweep-{args.condition}.json)")
+    print(f"chosen {key} = {chosen['value']:.4g}  (written to {args.out}/sweep-{args.condition}.json)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="choose a regime's λ (e.g. gradient regularization's) on the validation split",
-                       description="Train one model per λ on a log grid; among those within --max-drop of the normal model's clean "
-                                   "validation accuracy, pick the λ most robust to its FGSM examples (or, with "
-                                   "--pick largest, the largest).")
-    p.add_argument("--condition", default="gradreg", help=f"which regime's field: {', '.join(f'{n} ({k})' for n, k in tunable().items())} (default gradreg)")
+    p = sub.add_parser("sweep", help="choose a regime's setting (gradreg's λ, TRADES' β, …) on the validation split",
+                       description="Train one model per value of a regime's field; among those within --max-drop of the normal "
+                                   "model's clean validation accuracy, pick the most robust by --score (or, with "
+                                   "--pick largest, the largest value).")
+    p.add_argument("--condition", default="gradreg",
+                   help=f"which regime (default gradreg); by default it sweeps {', '.join(f'{n}: {k}' for n, k in tunable().items())}")
+    p.add_argument("--field", help="another field of the regime's table to sweep, e.g. epoch_factor")
     p.add_argument("--grid", default="1:4:0.5", help="LO:HI:STEP in powers of ten (default 1:4:0.5)")
-    p.add_argument("--eps", type=float, default=0.3, help="FGSM ε of the transferred examples (default 0.3)")
+    p.add_argument("--values", help="the values to sweep, comma-separated, in place of --grid (e.g. 0.3,0.35,0.4)")
+    p.add_argument("--score", choices=SCORES,
+                   help="transfer-fgsm: accuracy on the normal model's FGSM examples (gradreg's default); white-box-pgd: "
+                        f"accuracy under PGD-{PGD_STEPS} against the swept model (the adversarial-training regimes' default)")
+    p.add_argument("--eps", type=float, default=0.3, help="ε of the scoring attack (default 0.3)")
     p.add_argument("--max-drop", type=float, default=0.02,
                    help="largest allowed drop of clean validation accuracy below the normal model's, a fraction (default 0.02)")
     p.add_argument("--pick", choices=PICKS, default="most-robust",
-                   help="among the λ within --max-drop: the most robust to the normal model's FGSM examples (default), "
-                        "or the largest (the strongest penalty the clean-accuracy budget allows)")
+                   help="among the values within --max-drop: the best --score (default), or the largest value "
+                        "(the strongest setting the clean-accuracy budget allows)")
     add_config_args(p)
     add_models_dir_arg(p, "--cache")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="where the table and choice go (default runs/sweep)")

@@ -27,15 +27,15 @@ def resolve_device(device: str) -> torch.device:
 
 
 def fit_loss(model: nn.Module, loss_fn: BatchLoss, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int,
-             progress: bool = True, desc: str = "train", lr: float | None = None) -> list[float]:
-    """Adam (cfg.lr unless `lr`) over shuffled mini-batches for cfg.epochs; returns the mean loss of each epoch."""
+             progress: bool = True, desc: str = "train", lr: float | None = None, epochs: int | None = None) -> list[float]:
+    """Adam (cfg.lr unless `lr`) over shuffled mini-batches for cfg.epochs (unless `epochs`); returns the mean loss of each epoch."""
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr if lr is None else lr,
                                  eps=cfg.adam_eps)
     order = torch.Generator().manual_seed(seed)  # data order depends on the seed only
     history = []
     model.train()
-    bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(range(cfg.epochs if epochs is None else epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
     for _ in bar:
         total, batches = 0.0, 0
         for idx in torch.randperm(len(x), generator=order).split(cfg.batch_size):
@@ -93,5 +93,8 @@ def _train(condition: str, cfg: TrainConfig, train_split: Split, seed: int, prog
     if regime.fit is not None:
         history = regime.fit(model, x, y, cfg, params, seed, progress)
     else:
-        history = fit_loss(model, lambda m, xb, yb: regime.loss(m, xb, yb, params), x, y, cfg, seed, progress, desc=condition)
+        # A regime's table may lengthen its schedule (pgd-adversarial's epoch_factor).
+        epochs = cfg.epochs * getattr(params, "epoch_factor", 1)
+        history = fit_loss(model, lambda m, xb, yb: regime.loss(m, xb, yb, params), x, y, cfg, seed, progress, desc=condition,
+                           epochs=epochs)
     return model, {"train_loss": history[-1], "train_seconds": round(time.perf_counter() - start, 2)}

@@ -50,7 +50,8 @@ class Regime:
     loss: Loss | None = None  # (model, x, y, params) -> scalar on a training-mode batch; or
     fit: Fit | None = None  # ... a whole training procedure
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # preset name -> its values of `params`
-    sweep_field: str | None = None  # the field `engine sweep` tunes on a log grid, if any
+    sweep_field: str | None = None  # the field `engine sweep` tunes by default, if any
+    sweep_score: str = "transfer-fgsm"  # how `engine sweep` scores a value by default (engine.sweep.SCORES)
 
     def __post_init__(self) -> None:
         if (self.loss is None) == (self.fit is None):
@@ -94,11 +95,13 @@ def help_text() -> str:
 
 
 def markdown_table() -> str:
-    """The regimes, their config keys (demo defaults) and papers, as docs/engine.md shows them."""
+    """The regimes, their config keys (demo-preset values) and papers, as docs/engine.md shows them."""
     lines = ["| regime | what it trains on | config keys (demo preset) | from |", "|---|---|---|---|"]
     for name in names():
         r = REGISTRY[name]
-        keys = "; ".join(f"`train.{name}.{f.alias or key}` = {f.default!r}" + (f" ({f.description})" if f.description else "")
+        demo = r.presets.get("demo", {})
+        keys = "; ".join(f"`train.{name}.{f.alias or key}` = {demo.get(f.alias or key, f.default)!r}"
+                         + (f" ({f.description})" if f.description else "")
                          for key, f in r.params.model_fields.items()) or "—"
         lines.append(f"| `{name}` | {r.summary} | {keys} | {r.paper} |")
     return "\n".join(lines) + "\n"

@@ -53,10 +53,13 @@ def test_the_toy_regime_is_swept_and_listed_in_help(toy, capsys):
     _, models_dir = toy
     rows, chosen = sweep("toy-smooth", [0.01, 0.1], make_config(overrides=TINY), load_dataset(), cache_dir=models_dir,
                          max_drop=1.0, progress=False)
-    assert [r["lambda"] for r in rows] == [0.01, 0.1] and chosen in rows
+    assert [r["value"] for r in rows] == [0.01, 0.1] and chosen in rows
     _, largest = sweep("toy-smooth", [0.01, 0.1], make_config(overrides=TINY), load_dataset(), cache_dir=models_dir,
                        max_drop=1.0, progress=False, pick="largest")  # the same, cached models
-    assert largest["lambda"] == 0.1 and largest["eligible"]
+    assert largest["value"] == 0.1 and largest["eligible"]
+    pgd_rows, _ = sweep("toy-smooth", [0.1], make_config(overrides=TINY), load_dataset(), cache_dir=models_dir,
+                        max_drop=1.0, progress=False, score="white-box-pgd")  # the adversarial-training papers' criterion
+    assert pgd_rows[0]["val_pgd40_eps0.3"] < pgd_rows[0]["val_clean"] and "val_fgsm_transfer_eps0.3" not in pgd_rows[0]
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())  # argparse rewraps lines

@@ -116,8 +116,9 @@ def small_split() -> Split:
     return Split(ds.train.x[:192], ds.train.y[:192], ds.train.indices[:192])
 
 
-@pytest.mark.parametrize("condition", regimes.names())
-def test_a_few_epochs_lower_the_loss(condition, small_split, monkeypatch):
+@pytest.fixture
+def epoch_losses(monkeypatch) -> dict[str, list[float]]:
+    """Each training loop's mean loss per epoch, by the loop's progress-bar label, as train() runs."""
     history = {}
     import engine.training as training
     real_fit = training.fit_loss
@@ -127,10 +128,24 @@ def test_a_few_epochs_lower_the_loss(condition, small_split, monkeypatch):
         return losses
 
     monkeypatch.setattr(training, "fit_loss", spy)
+    return history
+
+
+@pytest.mark.parametrize("condition", regimes.names())
+def test_a_few_epochs_lower_the_loss(condition, small_split, epoch_losses):
     cfg = make_config(overrides={"epochs": 3})
     train(condition, cfg, small_split, seed=0, progress=False)
-    for losses in history.values():
+    for losses in epoch_losses.values():
         assert losses[-1] < losses[0]
+
+
+def test_pgd_adversarial_trains_epoch_factor_times_the_epochs(small_split, epoch_losses):
+    """The demo preset doubles PGD training's schedule; the paper preset and a factor of 1 keep train.epochs."""
+    for preset, overrides, epochs in (("demo", {}, 4), ("demo", {"pgd-adversarial.epoch_factor": 1}, 2), ("paper", {}, 2)):
+        cfg = make_config(preset, {"epochs": 2, "train_size": 64, "architecture": "demo", "device": "cpu",
+                                   "pgd-adversarial.steps": 1, **overrides})
+        train("pgd-adversarial", cfg, small_split, seed=0, progress=False)
+        assert len(epoch_losses["pgd-adversarial"]) == epochs, (preset, overrides)
 
 
 def test_same_seed_same_weights_other_seed_other_weights(small_split):

@@ -174,7 +174,7 @@ def test_a_monai_resnet_trains_under_two_regimes_and_meets_fgsm_pgd_and_the_ense
     sidecars = [json.loads(p.read_text()) for p in sorted(models.glob("*.json"))]
     assert [(m["condition"], m["config"]["architecture"], m["config"]["model"]["kwargs"]["spatial_dims"]) for m in sidecars] == [
         ("normal", "monai.networks.nets:resnet10", 2), ("pgd-adversarial", "monai.networks.nets:resnet10", 2)]
-    assert sidecars[1]["config"]["pgd-adversarial"] == {"eps": 0.05, "step": 0.02, "steps": 2}
+    assert sidecars[1]["config"]["pgd-adversarial"] == {"eps": 0.05, "step": 0.02, "steps": 2, "epoch_factor": 1}
 
     assert cli.main(["evaluate", "--checkpoints", *map(str, sorted(models.glob("*.pt"))), "--dataset", str(shapes), "--limit", "10",
                      "--pgd-eps", "0.05", "--out", str(tmp_path / "evaluate")]) == 0
