@@ -80,7 +80,8 @@ def test_demo_pipeline_end_to_end(tmp_path, tiny_models, page):
         participant_session_in_chromium(page, url)
     finally:
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: make reports the interrupt, the demo stops its server cleanly
-        rest, _ = demo.communicate(timeout=60)
+        # The demo gives nginx and then gunicorn 30 s each before SIGKILL (scripts/demo.py): allow both and a margin.
+        rest, _ = demo.communicate(timeout=90)
     assert "Stopped. Demo finished." in rest
 
     # The report's counts equal the answers given: bots plus the Chromium participant, all exported.
