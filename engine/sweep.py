@@ -40,8 +40,10 @@ def swept_key(condition: str, field: str | None = None) -> str:
     """The dotted key a sweep of `condition` tunes: `field` of its table, else the regime's own choice."""
     regime = regimes.get(condition)
     field = field or regime.sweep_field
+    if not fields(condition):
+        raise ConfigError(f"{condition} has no field to sweep")
     if field is None:
-        raise ConfigError(f"{condition} names no field to sweep; pass --field (one of {', '.join(fields(condition)) or 'none'})")
+        raise ConfigError(f"{condition} names no field to sweep by default; pass --field (one of {', '.join(fields(condition))})")
     if field not in fields(condition):
         raise ConfigError(f"{condition} has no field {field!r}; its fields: {', '.join(fields(condition)) or 'none'}")
     return f"{condition}.{field}"

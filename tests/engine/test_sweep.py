@@ -43,7 +43,7 @@ def test_each_regime_sweeps_its_own_field_or_the_one_asked_for():
     assert swept_key("pgd-adversarial", "epoch_factor") == "pgd-adversarial.epoch_factor"
     with pytest.raises(ConfigError, match=re.escape("pgd-adversarial has no field 'lambda'; its fields: eps, step, steps, epoch_factor")):
         swept_key("pgd-adversarial", "lambda")
-    with pytest.raises(ConfigError, match="normal names no field to sweep; pass --field"):
+    with pytest.raises(ConfigError, match="normal has no field to sweep"):
         swept_key("normal")
 
 

@@ -125,6 +125,9 @@ def test_config_layers_and_errors(tmp_path):
     (["train", "--dataset", "/no/such/dir"], "does not exist"),
     (["sweep", "--grid", "1:x"], "--grid expects"),
     (["sweep", "--max-drop", "3"], "--max-drop is a fraction of accuracy between 0 and 1 (0.03 = 3 points), got 3"),
+    (["sweep", "--condition", "trades", "--field", "gamma"], "trades has no field 'gamma'; its fields: beta, eps, step, steps"),
+    (["sweep", "--condition", "normal"], "normal has no field to sweep"),
+    (["sweep", "--values", "1,,2"], "--values expects numbers separated by commas"),
 ])
 def test_cli_bad_input_is_one_line(argv, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine", *argv, "--out", str(tmp_path)], capture_output=True, text=True)
