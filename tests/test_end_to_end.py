@@ -70,8 +70,11 @@ def participant_session_in_chromium(page, url: str) -> None:
 @pytest.mark.browser
 def test_demo_pipeline_end_to_end(tmp_path, tiny_models, page):
     out, port = tmp_path / "demo", free_port()
+    # Ctrl-C as at a terminal: a suite started in the background (`make test &`, no job control) runs
+    # with SIGINT ignored, children inherit that, and the demo would never see the interrupt.
     demo = subprocess.Popen(["make", "--no-print-directory", "demo"], cwd=REPO, env=demo_env(out, port, tiny_models, serve=True),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = wait_for_line(demo, r"Serving until Ctrl-C", timeout=400)
         text = "".join(lines)
@@ -81,7 +84,11 @@ def test_demo_pipeline_end_to_end(tmp_path, tiny_models, page):
     finally:
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: make reports the interrupt, the demo stops its server cleanly
         # The demo gives nginx and then gunicorn 30 s each before SIGKILL (scripts/demo.py): allow both and a margin.
-        rest, _ = demo.communicate(timeout=90)
+        try:
+            rest, _ = demo.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)  # leave no demo serving behind a failed test
+            raise
     assert "Stopped. Demo finished." in rest
 
     # The report's counts equal the answers given: bots plus the Chromium participant, all exported.
