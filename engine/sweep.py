@@ -38,14 +38,14 @@ def tunable() -> dict[str, str]:
 
 def swept_key(condition: str, field: str | None = None) -> str:
     """The dotted key a sweep of `condition` tunes: `field` of its table, else the regime's own choice."""
-    regime = regimes.get(condition)
-    field = field or regime.sweep_field
-    if not fields(condition):
+    names = fields(condition)
+    field = field or regimes.get(condition).sweep_field
+    if not names:
         raise ConfigError(f"{condition} has no field to sweep")
     if field is None:
-        raise ConfigError(f"{condition} names no field to sweep by default; pass --field (one of {', '.join(fields(condition))})")
-    if field not in fields(condition):
-        raise ConfigError(f"{condition} has no field {field!r}; its fields: {', '.join(fields(condition)) or 'none'}")
+        raise ConfigError(f"{condition} names no field to sweep by default; pass --field (one of {', '.join(names)})")
+    if field not in names:
+        raise ConfigError(f"{condition} has no field {field!r}; its fields: {', '.join(names)}")
     return f"{condition}.{field}"
 
 
@@ -146,9 +146,7 @@ def sweep(condition: str, values: list[float], cfg: TrainConfig, dataset: Datase
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
-    key = swept_key(args.condition, args.field)
     score = args.score or regimes.get(args.condition).sweep_score
-    score_column(score, args.eps)  # refused before any training
     values = parse_values(args.values) if args.values else parse_grid(args.grid)
     rows, chosen = sweep(args.condition, values, cfg, load_dataset(cfg.dataset), args.preset, args.seed,
                          args.eps, args.max_drop, args.models_dir, cluster=executor.from_args(args), pick=args.pick,
@@ -163,7 +161,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                                                                        "score": score, "eps": args.eps}, indent=2) + "\n")
     for r in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
-    print(f"chosen {key} = {chosen['value']:.4g}  (written to {args.out}/sweep-{args.condition}.json)")
+    print(f"chosen {chosen['field']} = {chosen['value']:.4g}  (written to {args.out}/sweep-{args.condition}.json)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
