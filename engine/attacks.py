@@ -79,6 +79,11 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: fl
     return adv
 
 
+def madry_step(eps: float, steps: int) -> float:
+    """Madry et al.'s PGD step size for evaluation: 2.5·ε / steps, so `steps` steps can cross the ball and back."""
+    return 2.5 * eps / steps
+
+
 def itgsm(model: nn.Module, x: torch.Tensor, target: torch.Tensor, step: float = 0.1, iterations: int = 10,
           eps: float | None = None, stop_confidence: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Iterated targeted gradient sign (Kurakin et al. 2016; the TGSM of Ross & Doshi-Velez 2018).

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from engine import checkpoints, executor, regimes
-from engine.attacks import fgsm, pgd, tgsm
+from engine.attacks import fgsm, madry_step, pgd, tgsm
 from engine.config import ConfigError, add_config_args, check_condition, config_from_args
 from engine.data import Dataset, load_dataset
 from engine.ensemble import EnsembleSettings
@@ -67,8 +67,8 @@ def robustness_counts(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
             for name, m in models.items()]
     jobs = [(s, a, e) for s in models for a in GRID_ATTACKS for e in EPS_GRID if e > 0] + [(s, "pgd", e) for s in models for e in pgd_eps]
     for source, attack, eps in tqdm(jobs, desc="evaluate", unit="attack", disable=not progress):
-        if attack == "pgd":  # Madry et al.'s step rule: 2.5·ε / steps
-            x_adv = in_batches(pgd, models[source], x, y, eps=eps, step=2.5 * eps / pgd_steps, steps=pgd_steps, seed=seed)
+        if attack == "pgd":
+            x_adv = in_batches(pgd, models[source], x, y, eps=eps, step=madry_step(eps, pgd_steps), steps=pgd_steps, seed=seed)
             targets = {source: models[source]}
         else:
             x_adv = in_batches(GRID_ATTACKS[attack], models[source], x, y, eps=eps, classes=classes)

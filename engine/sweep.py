@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from engine import executor, regimes
-from engine.attacks import fgsm, pgd
+from engine.attacks import fgsm, madry_step, pgd
 from engine.config import ConfigError, TrainConfig, add_config_args, config_from_args, with_overrides
 from engine.data import Dataset, load_dataset
 from engine.models import accuracy
@@ -114,7 +114,7 @@ def robust_accuracy(model: torch.nn.Module, score: str, x: torch.Tensor, y: torc
     """`score` of one swept model on the validation images (`transferred`: the normal model's FGSM examples)."""
     if score == "transfer-fgsm":
         return accuracy(model, transferred, y)
-    return accuracy(model, pgd(model, x, y, eps, 2.5 * eps / PGD_STEPS, PGD_STEPS, seed=seed), y)
+    return accuracy(model, pgd(model, x, y, eps, madry_step(eps, PGD_STEPS), PGD_STEPS, seed=seed), y)
 
 
 def sweep(condition: str, values: list[float], cfg: TrainConfig, dataset: Dataset, preset: str = "demo", seed: int = 0,

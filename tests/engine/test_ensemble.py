@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from engine.apgd import apgd, apgd_targeted, dlr_loss, targeted_dlr_loss
-from engine.ensemble import ATTACK_NAMES, EnsembleSettings, autoattack
+from engine.ensemble import ATTACK_NAMES, EnsembleSettings, attack_layout, autoattack
 from engine.fab import fab_targeted, project_linf
 from engine.square import square
-from tinycnn import digits, model  # noqa: F401  (fixture)
+from tinycnn import digits, model, trained_demo_cnn  # noqa: F401  (fixture)
 
 torchattacks = pytest.importorskip("torchattacks")
 EPS = 0.08
@@ -107,7 +107,10 @@ def test_linf_projection_reaches_the_hyperplane_inside_the_box_with_least_distor
     assert ((side.squeeze(1) * ((w * (p + best)).sum(1) - b)) > 0).all()
 
 
-def test_cascade_equals_torchattacks_autoattack_at_its_budgets(model):
+@pytest.mark.parametrize("network", ["tiny", "built-in"])
+def test_cascade_equals_torchattacks_autoattack_at_its_budgets(model, network):
+    # The built-in CNN is attacked in channels-last layout (attack_layout), torchattacks' copy in the standard one.
+    model = model if network == "tiny" else trained_demo_cnn()
     x, y = held_out_digits(40)
     settings = EnsembleSettings(apgd_steps=10, fab_steps=10, square_queries=100, seed=0)
     result = autoattack(model, x, y, EPS, settings)
@@ -156,3 +159,17 @@ def test_the_cascade_never_runs_a_network_on_an_empty_batch(model, batch):
     x, y = batch
     result = autoattack(NoEmptyBatch(model), x[:4], y[:4], 0.001, EnsembleSettings(apgd_steps=2, targets=1, fab_steps=2, square_queries=3))
     assert result.robust.all() and [c.broken for c in result.costs] == [0, 0, 0, 0]
+
+
+def test_only_a_builtin_cnn_on_cpu_is_attacked_in_channels_last_layout(model):
+    x, _ = held_out_digits(4)
+    builtin = trained_demo_cnn()
+    fast, fast_x = attack_layout(builtin, x)
+    # The second convolution (16 input channels: a 1-channel tensor is contiguous in both layouts at once).
+    assert fast is not builtin and fast[4].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not builtin[4].weight.is_contiguous(memory_format=torch.channels_last)  # the caller's model is untouched
+    assert fast_x.is_contiguous(memory_format=torch.channels_last) and x.is_contiguous()
+    with torch.no_grad():
+        assert torch.allclose(fast(fast_x), builtin(x), atol=1e-5)
+    same_model, same_x = attack_layout(model, x)  # a user's network (here a plain nn.Sequential): as given
+    assert same_model is model and same_x is x

@@ -13,6 +13,7 @@ from torch import nn
 
 from engine import architectures, imports
 from engine.data import Dataset, from_arrays, load_dataset
+from engine.models import build_model
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 # MONAI's ResNet-10 at a quarter of its width (0.3 M parameters), 2-D, as docs/examples/resnet.toml names ResNet-18.
@@ -55,6 +56,14 @@ def trained_tiny_cnn(seed: int = 0, steps: int = 60) -> nn.Module:
     """Trained for `steps` Adam steps of 64 digits (~1 s): confident enough that attacks mean something."""
     x, y, _, _ = digits()
     return fit(tiny_cnn(seed), x, y, seed, steps)
+
+
+@cache
+def trained_demo_cnn(seed: int = 0, steps: int = 60) -> nn.Module:
+    """The zoo's built-in `demo` architecture, trained like the tiny CNN (~2 s)."""
+    x, y, _, _ = digits()
+    torch.manual_seed(seed)
+    return fit(build_model("demo"), x, y, seed, steps)
 
 
 @pytest.fixture(scope="module")
