@@ -75,6 +75,11 @@ def parse_values(spec: str) -> list[float]:
     return values
 
 
+def score_of(condition: str, score: str | None = None) -> str:
+    """The score a sweep of `condition` uses: `score`, else the regime's own default."""
+    return score or regimes.get(condition).sweep_score
+
+
 def score_column(score: str, eps: float) -> str:
     """The row's column that `score` fills."""
     if score not in SCORES:
@@ -124,7 +129,7 @@ def sweep(condition: str, values: list[float], cfg: TrainConfig, dataset: Datase
     """One row per value (validation clean and robust accuracy, clean drop below the normal model) and the
     chosen row; with `cluster`, the missing models are trained first as one job array."""
     key = swept_key(condition, field)
-    score = score or regimes.get(condition).sweep_score
+    score = score_of(condition, score)
     column = score_column(score, eps)
     check_rule(max_drop, pick)
     grid = [with_overrides(cfg, {key: v}) for v in values]
@@ -146,7 +151,7 @@ def sweep(condition: str, values: list[float], cfg: TrainConfig, dataset: Datase
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
-    score = args.score or regimes.get(args.condition).sweep_score
+    score = score_of(args.condition, args.score)
     values = parse_values(args.values) if args.values else parse_grid(args.grid)
     rows, chosen = sweep(args.condition, values, cfg, load_dataset(cfg.dataset), args.preset, args.seed,
                          args.eps, args.max_drop, args.models_dir, cluster=executor.from_args(args), pick=args.pick,

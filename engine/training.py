@@ -93,8 +93,6 @@ def _train(condition: str, cfg: TrainConfig, train_split: Split, seed: int, prog
     if regime.fit is not None:
         history = regime.fit(model, x, y, cfg, params, seed, progress)
     else:
-        # A regime's table may lengthen its schedule (pgd-adversarial's epoch_factor).
-        epochs = cfg.epochs * getattr(params, "epoch_factor", 1)
         history = fit_loss(model, lambda m, xb, yb: regime.loss(m, xb, yb, params), x, y, cfg, seed, progress, desc=condition,
-                           epochs=epochs)
+                           epochs=params.epochs(cfg.epochs))
     return model, {"train_loss": history[-1], "train_seconds": round(time.perf_counter() - start, 2)}

@@ -28,6 +28,10 @@ class Params(BaseModel):
     """
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    def epochs(self, configured: int) -> int:
+        """Epochs a loss regime trains when `train.epochs` is `configured`; a regime with a longer schedule overrides it."""
+        return configured
+
 
 class Loss(Protocol):
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: Any) -> torch.Tensor: ...

@@ -23,6 +23,9 @@ class PGDAdversarialParams(Params):
     steps: int = Field(7, ge=1, description="PGD iterations per training batch")
     epoch_factor: int = Field(1, ge=1, description="trains epoch_factor × train.epochs epochs")
 
+    def epochs(self, configured: int) -> int:
+        return self.epoch_factor * configured
+
 
 def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: PGDAdversarialParams) -> torch.Tensor:
     """Mean CE on PGD-`steps` examples (random start) of the batch."""
